@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/parley-gateway/parley/internal/bus"
+	"github.com/parley-gateway/parley/internal/directory"
+	"github.com/parley-gateway/parley/normalize"
+	"github.com/parley-gateway/parley/outbox"
+)
+
+func runReply(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags(env, "reply", "reply [--config FILE] --conversation C --text T [--id ID] [--wait 2m]")
+	cfgPath := configFlag(fs, env)
+	conv := fs.String("conversation", "", "conversation `id` (c_…)")
+	text := fs.String("text", "", "reply `text` (Markdown subset: **bold**, _italic_, `code`, [links](https://…))")
+	id := fs.String("id", "", "idempotency `key` (default: a random one)")
+	wait := fs.Duration("wait", 2*time.Minute, "how long to wait for the delivery status")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *conv == "" || *text == "" {
+		return usagef("--conversation and --text are required")
+	}
+	if *id == "" {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		*id = "cli-" + hex.EncodeToString(b[:])
+	}
+	r := &normalize.Reply{ID: *id, ConversationID: normalize.ConversationID(*conv), Text: *text}
+	if err := r.Validate(); err != nil {
+		return usageError{err}
+	}
+	cfg, err := loadConfig(env, *cfgPath)
+	if err != nil {
+		return err
+	}
+	b, err := clientBus(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer b.Close(context.Background())
+
+	start := time.Now().Add(-time.Second)
+	var region string
+	var entry *directory.Entry
+	for _, reg := range cfg.Regions() {
+		h, err := b.Provision(ctx, reg)
+		if err != nil {
+			return err
+		}
+		dir := directory.New(h.Directory, reg)
+		e, _, err := dir.Get(ctx, r.ConversationID)
+		if errors.Is(err, directory.ErrUnknown) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		res, err := outbox.Submit(ctx, b, dir, r)
+		if err != nil {
+			return err
+		}
+		region, entry = reg, e
+		note := ""
+		if res.Duplicate {
+			note = " (duplicate id: already stored)"
+		}
+		fmt.Fprintf(env.stdout, "reply %s stored in the outbox of region %s%s\n", r.ID, reg, note)
+		break
+	}
+	if entry == nil {
+		return fmt.Errorf("conversation %s: %w", *conv, directory.ErrUnknown)
+	}
+	st, err := waitStatus(ctx, b, region, r.ID, start, *wait)
+	if err != nil {
+		return err
+	}
+	printEventLine(env.stdout, st)
+	if st.Type == normalize.TypeReplyFailed {
+		return fmt.Errorf("reply %s failed: %s", r.ID, st.Data.Reply.Error.Code)
+	}
+	return nil
+}
+
+// waitStatus follows a region's status events from start until the
+// reply.sent or reply.failed of replyID arrives.
+func waitStatus(ctx context.Context, b *bus.Bus, region, replyID string, start time.Time, wait time.Duration) (*normalize.Event, error) {
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	cons, err := b.JS().OrderedConsumer(ctx, bus.StreamName("EVT", region), jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{b.Subjects().Events(region)},
+		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
+		OptStartTime:   &start,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("following status events: %w", err)
+	}
+	for {
+		m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("reply %s: %w after %s", replyID, errStatusTimeout, wait)
+		}
+		if err != nil {
+			continue
+		}
+		ev, err := normalize.Decode(m.Data())
+		if err != nil || ev.Data.Reply == nil || ev.Data.Reply.ID != replyID {
+			continue
+		}
+		return ev, nil
+	}
+}

@@ -1,0 +1,76 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/parley-gateway/parley/config"
+	"github.com/parley-gateway/parley/internal/app"
+)
+
+func runServe(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags(env, "serve", "serve [--config FILE] [--region R[,R...]]")
+	cfgPath := configFlag(fs, env)
+	regionList := fs.String("region", "", "serve only these comma-separated `regions` (default: every region an enabled connector names)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	cfg, err := loadConfig(env, *cfgPath)
+	if err != nil {
+		return err
+	}
+	log := newLogger(env.stderr, cfg.Log)
+	var regions []string
+	if *regionList != "" {
+		regions = strings.Split(*regionList, ",")
+	}
+	a, err := app.New(ctx, cfg, app.Options{Regions: regions, Logger: log})
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}
+
+// loadConfig loads and fully validates a config file; every problem is a
+// usage error (exit 2) listing each path.
+func loadConfig(env *cliEnv, path string) (*config.Config, error) {
+	cfg, err := config.Load(path, config.WithLookupEnv(env.lookupEnv), config.WithSettingsCheck(app.SettingsCheck))
+	if err != nil {
+		var ve *config.ValidationError
+		if errors.As(err, &ve) {
+			return nil, usageError{fmt.Errorf("%s is not valid:\n%w", path, err)}
+		}
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, usageError{fmt.Errorf("no configuration at %s (use --config, or `parley config example > parley.yaml`)", path)}
+		}
+		return nil, usageError{err}
+	}
+	return cfg, nil
+}
+
+func newLogger(w io.Writer, c config.Log) *slog.Logger {
+	var level slog.Level
+	switch c.Level {
+	case "debug":
+		level = slog.LevelDebug
+	case "warn":
+		level = slog.LevelWarn
+	case "error":
+		level = slog.LevelError
+	default:
+		level = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,89 @@
+package connectors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/parley-gateway/parley/normalize"
+)
+
+// Class says what the outbox should do about a failed send.
+type Class int
+
+// Delivery classes.
+const (
+	// ClassTransient: try again with exponential backoff and jitter.
+	ClassTransient Class = iota
+	// ClassRetryAfter: the platform said when to try again; wait exactly
+	// that long.
+	ClassRetryAfter
+	// ClassPermanent: trying again cannot help; dead-letter it.
+	ClassPermanent
+)
+
+func (c Class) String() string {
+	switch c {
+	case ClassTransient:
+		return "transient"
+	case ClassRetryAfter:
+		return "retry_after"
+	case ClassPermanent:
+		return "permanent"
+	}
+	return fmt.Sprintf("Class(%d)", int(c))
+}
+
+// Error is a classified delivery failure.
+type Error struct {
+	Class        Class
+	RetryAfter   time.Duration       // for ClassRetryAfter
+	Code         normalize.ErrorCode // the reply.failed code if this ends the reply
+	PlatformCode string              // the platform's own code ("429", "403", "131047")
+	Err          error
+}
+
+func (e *Error) Error() string {
+	msg := e.Class.String()
+	if e.PlatformCode != "" {
+		msg += " (" + e.PlatformCode + ")"
+	}
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Permanent classifies err as a failure that no retry can fix.
+func Permanent(code normalize.ErrorCode, platformCode string, err error) error {
+	return &Error{Class: ClassPermanent, Code: code, PlatformCode: platformCode, Err: err}
+}
+
+// RetryAfter classifies err as throttling: try again after d.
+func RetryAfter(d time.Duration, platformCode string, err error) error {
+	return &Error{Class: ClassRetryAfter, RetryAfter: d, Code: normalize.ErrRateLimited, PlatformCode: platformCode, Err: err}
+}
+
+// Transient classifies err as a passing failure (5xx, timeout, network).
+func Transient(platformCode string, err error) error {
+	return &Error{Class: ClassTransient, Code: normalize.ErrPlatformError, PlatformCode: platformCode, Err: err}
+}
+
+// Classify returns err's classification. An error that carries none is
+// transient, except a cancelled context, which is transient too but says so.
+func Classify(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	var ne net.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne):
+		return &Error{Class: ClassTransient, Code: normalize.ErrPlatformError, Err: err}
+	}
+	return &Error{Class: ClassTransient, Code: normalize.ErrPlatformError, Err: err}
+}

@@ -1,0 +1,268 @@
+package telegram
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"path"
+	"strconv"
+	"strings"
+
+	"github.com/go-telegram/bot"
+	"github.com/go-telegram/bot/models"
+
+	"github.com/parley-gateway/parley/connectors"
+	"github.com/parley-gateway/parley/normalize"
+)
+
+// Bot API limits on what one message carries, in UTF-16 code units of the
+// text left after entity parsing.
+const (
+	maxTextUnits    = 4096
+	maxCaptionUnits = 1024
+)
+
+// Bot API methods a part is sent with.
+const (
+	methodSendMessage  = "sendMessage"
+	methodSendPhoto    = "sendPhoto"
+	methodSendDocument = "sendDocument"
+)
+
+// imageExtensions are sent with sendPhoto, which Telegram shows inline and
+// recompresses; everything else goes as a document, byte for byte.
+var imageExtensions = map[string]bool{".jpg": true, ".jpeg": true, ".png": true, ".gif": true, ".webp": true}
+
+// outPart is one Bot API call of a planned reply.
+type outPart struct {
+	Method   string // methodSendMessage, methodSendPhoto or methodSendDocument
+	Text     string // HTML: the message's text, or the file's caption
+	FileURL  string // for sendPhoto and sendDocument: Telegram fetches it
+	ReplyTo  int    // message_id to quote; 0 for none
+	ThreadID int    // message_thread_id (forum topic); 0 for none
+	Choices  []normalize.Choice
+}
+
+// Plan renders a reply as Bot API calls, in order:
+//
+//   - the text, split at natural boundaries into messages of at most 4096
+//     UTF-16 units, formatted as HTML;
+//   - then one message per attachment, by URL: sendPhoto for image file
+//     names (.jpg .jpeg .png .gif .webp), sendDocument for anything else.
+//     A caption over 1024 units cannot ride on the file; it follows the
+//     file as text messages of its own. Telegram names a document after its
+//     URL; the reply's filename cannot be applied to a file sent by URL.
+//
+// Choices become an inline keyboard, one button per row, whose
+// callback_data is the choice id; it is attached to the last text message,
+// or to the last part when the reply has no text. reply_to quotes on the
+// first part only, and allows sending when the quoted message is gone.
+//
+// Attachments by media_id are refused with unsupported: re-sending stored
+// media would need the region's object store, which connectors do not
+// have.
+func (c *Connector) Plan(reply *normalize.Reply, to connectors.Address) ([]connectors.Part, error) {
+	if reply == nil {
+		return nil, connectors.Permanent(normalize.ErrInvalidReply, "", errors.New("no reply"))
+	}
+	thread, err := positiveInt(to.ThreadID)
+	if err != nil {
+		return nil, connectors.Permanent(normalize.ErrInvalidReply, "", fmt.Errorf("thread %q is not a telegram topic id", to.ThreadID))
+	}
+	replyTo, err := positiveInt(reply.ReplyTo)
+	if err != nil {
+		return nil, connectors.Permanent(normalize.ErrInvalidReply, "", fmt.Errorf("reply_to %q is not a telegram message id", reply.ReplyTo))
+	}
+
+	var parts []outPart
+	lastText := -1
+	if strings.TrimSpace(reply.Text) != "" {
+		chunks, err := splitText(reply.Text, maxTextUnits)
+		if err != nil {
+			return nil, err
+		}
+		for _, chunk := range chunks {
+			parts = append(parts, outPart{Method: methodSendMessage, Text: chunk})
+		}
+		lastText = len(parts) - 1
+	}
+	for i, a := range reply.Attachments {
+		if a.MediaID != "" {
+			return nil, connectors.Permanent(normalize.ErrUnsupported, "",
+				fmt.Errorf("attachments[%d]: telegram replies cannot carry stored media (media_id) yet; send the file by url", i))
+		}
+		if a.URL == "" {
+			return nil, connectors.Permanent(normalize.ErrInvalidReply, "", fmt.Errorf("attachments[%d]: url is required", i))
+		}
+		file := outPart{Method: methodSendDocument, FileURL: a.URL}
+		if isImage(a) {
+			file.Method = methodSendPhoto
+		}
+		var overflow []string
+		if strings.TrimSpace(a.Caption) != "" {
+			if normalize.UTF16Len(normalize.MarkdownToPlain(a.Caption)) <= maxCaptionUnits {
+				file.Text = normalize.MarkdownToHTML(a.Caption)
+			} else if overflow, err = splitText(a.Caption, maxTextUnits); err != nil {
+				return nil, err
+			}
+		}
+		parts = append(parts, file)
+		for _, chunk := range overflow {
+			parts = append(parts, outPart{Method: methodSendMessage, Text: chunk})
+		}
+	}
+	if len(parts) == 0 {
+		return nil, connectors.Permanent(normalize.ErrInvalidReply, "", errors.New("nothing to send: the reply has no text and no attachments"))
+	}
+
+	parts[0].ReplyTo = replyTo
+	for i := range parts {
+		parts[i].ThreadID = thread
+	}
+	if len(reply.Choices) > 0 {
+		k := lastText
+		if k < 0 {
+			k = len(parts) - 1
+		}
+		parts[k].Choices = reply.Choices
+	}
+	out := make([]connectors.Part, len(parts))
+	for i, p := range parts {
+		out[i] = p
+	}
+	return out, nil
+}
+
+// splitText cuts Markdown text at natural boundaries into chunks that
+// each fit limit, and renders them as HTML. A chunk is measured as its
+// plain text, because Telegram counts the text left after parsing the
+// HTML: measuring the markup would split formatted text far too early.
+// The plain rendering of a link ("text (url)") is longer than what Telegram
+// counts, so the measure errs on the safe side.
+func splitText(text string, limit int) ([]string, error) {
+	chunks := normalize.SplitMarkdown(text, limit, normalize.RenderPlain, normalize.UTF16Len)
+	out := make([]string, 0, len(chunks))
+	for _, chunk := range chunks {
+		if html := normalize.MarkdownToHTML(chunk); strings.TrimSpace(html) != "" {
+			out = append(out, html)
+		}
+	}
+	if len(out) == 0 {
+		return nil, connectors.Permanent(normalize.ErrInvalidReply, "", errors.New("the text renders to nothing"))
+	}
+	return out, nil
+}
+
+// isImage reports whether an attachment looks like a picture, by its file
+// name or else its URL's path.
+func isImage(a normalize.ReplyAttachment) bool {
+	name := a.Filename
+	if name == "" {
+		if u, err := url.Parse(a.URL); err == nil {
+			name = u.Path
+		}
+	}
+	return imageExtensions[strings.ToLower(path.Ext(name))]
+}
+
+// positiveInt parses an optional id: "" is 0.
+func positiveInt(s string) (int, error) {
+	if s == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("%q is not a positive integer", s)
+	}
+	return n, nil
+}
+
+// inlineKeyboard is reply_markup with callback buttons only. The SDK's own
+// InlineKeyboardButton always encodes an empty copy_text, which the Bot API
+// refuses (BUTTON_COPY_TEXT_INVALID).
+type inlineKeyboard struct {
+	InlineKeyboard [][]callbackButton `json:"inline_keyboard"`
+}
+
+type callbackButton struct {
+	Text         string `json:"text"`
+	CallbackData string `json:"callback_data"`
+}
+
+func keyboard(choices []normalize.Choice) *inlineKeyboard {
+	k := &inlineKeyboard{InlineKeyboard: make([][]callbackButton, len(choices))}
+	for i, ch := range choices {
+		k.InlineKeyboard[i] = []callbackButton{{Text: ch.Title, CallbackData: ch.ID}}
+	}
+	return k
+}
+
+// chatID is the chat_id to send to: a numeric id, or "@channelname".
+func chatID(to connectors.Address) (any, error) {
+	if to.PlatformID == "" {
+		return nil, errors.New("the conversation has no telegram chat id")
+	}
+	if id, err := strconv.ParseInt(to.PlatformID, 10, 64); err == nil {
+		return id, nil
+	}
+	if strings.HasPrefix(to.PlatformID, "@") {
+		return to.PlatformID, nil
+	}
+	return nil, fmt.Errorf("%q is not a telegram chat id", to.PlatformID)
+}
+
+// SendPart makes exactly one Bot API call for a part planned by Plan.
+func (c *Connector) SendPart(ctx context.Context, to connectors.Address, part connectors.Part) (connectors.SentPart, error) {
+	p, ok := part.(outPart)
+	if !ok {
+		return connectors.SentPart{}, connectors.Permanent(normalize.ErrInvalidReply, "", fmt.Errorf("part of type %T was not planned by the telegram connector", part))
+	}
+	chat, err := chatID(to)
+	if err != nil {
+		return connectors.SentPart{}, connectors.Permanent(normalize.ErrUnknownConversation, "", err)
+	}
+	var markup models.ReplyMarkup
+	if len(p.Choices) > 0 {
+		markup = keyboard(p.Choices)
+	}
+	var quote *models.ReplyParameters
+	if p.ReplyTo > 0 {
+		quote = &models.ReplyParameters{MessageID: p.ReplyTo, AllowSendingWithoutReply: true}
+	}
+	var parseMode models.ParseMode
+	if p.Text != "" {
+		parseMode = models.ParseModeHTML
+	}
+
+	var msg *models.Message
+	switch p.Method {
+	case methodSendMessage:
+		msg, err = c.api.SendMessage(ctx, &bot.SendMessageParams{
+			ChatID: chat, MessageThreadID: p.ThreadID, Text: p.Text, ParseMode: models.ParseModeHTML,
+			ReplyParameters: quote, ReplyMarkup: markup,
+		})
+	case methodSendPhoto:
+		msg, err = c.api.SendPhoto(ctx, &bot.SendPhotoParams{
+			ChatID: chat, MessageThreadID: p.ThreadID, Photo: &models.InputFileString{Data: p.FileURL},
+			Caption: p.Text, ParseMode: parseMode, ReplyParameters: quote, ReplyMarkup: markup,
+		})
+	case methodSendDocument:
+		msg, err = c.api.SendDocument(ctx, &bot.SendDocumentParams{
+			ChatID: chat, MessageThreadID: p.ThreadID, Document: &models.InputFileString{Data: p.FileURL},
+			Caption: p.Text, ParseMode: parseMode, ReplyParameters: quote, ReplyMarkup: markup,
+		})
+	default:
+		return connectors.SentPart{}, connectors.Permanent(normalize.ErrInvalidReply, "", fmt.Errorf("unknown telegram method %q", p.Method))
+	}
+	if err != nil {
+		err = fmt.Errorf("telegram %s to chat %s: %w", p.Method, to.PlatformID, err)
+		return connectors.SentPart{}, c.classifySend(ctx, to, err)
+	}
+	if msg == nil || msg.ID == 0 {
+		// Sent, but the answer named no message; retrying would send twice.
+		c.log.Warn("telegram answered a send without a message id", "method", p.Method)
+		return connectors.SentPart{}, nil
+	}
+	return connectors.SentPart{PlatformID: strconv.Itoa(msg.ID)}, nil
+}

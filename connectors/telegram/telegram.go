@@ -1,0 +1,386 @@
+package telegram
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-telegram/bot"
+	"github.com/go-telegram/bot/models"
+
+	"github.com/parley-gateway/parley/connectors"
+	"github.com/parley-gateway/parley/normalize"
+)
+
+//go:embed sample.yaml
+var sample string
+
+// Descriptor describes the Telegram connector to the registry.
+var Descriptor = connectors.Descriptor{
+	Platform: inPlatform,
+	Name:     "Telegram",
+	New:      New,
+	Validate: validate,
+	Sample:   sample,
+	// Telegram's flood limits (Bot FAQ): about one message a second per
+	// chat, twenty a minute per group, thirty a second per bot.
+	Limits: connectors.Limits{
+		PerConversation: time.Second,
+		PerGroup:        3 * time.Second,
+		PerAccount:      30,
+		Burst:           30,
+	},
+}
+
+// followUpTimeout bounds the best-effort calls made after events are
+// stored (answering callback queries, recording reachability), so that a
+// slow platform cannot hold up the poll loop or a webhook request for long.
+const followUpTimeout = 5 * time.Second
+
+// Operator actions shown in health.
+const (
+	actionBadToken     = "check the bot token with @BotFather and update the telegram.token setting"
+	actionStorage      = "check that NATS JetStream is reachable; events are kept by Telegram until they are stored"
+	actionWebhookIsSet = "delete the webhook or switch the connector to webhook mode"
+	actionOtherPoller  = "stop the other program or deployment polling with this bot token"
+	actionUnreachable  = "check the network path to api_url"
+)
+
+// Connector is one Telegram bot. Build it with New (through Descriptor).
+type Connector struct {
+	deps   connectors.Deps
+	cfg    settings
+	log    *slog.Logger
+	api    *bot.Bot
+	health *healthState
+	stats  inboundStats
+
+	// pollClient is deps.HTTPClient without its overall timeout: a long poll
+	// legitimately lasts poll_timeout, and each request is bounded by its
+	// own context instead.
+	pollClient *http.Client
+
+	retry retryPolicy
+}
+
+// retryPolicy paces the connector's own retries; tests shorten it.
+type retryPolicy struct {
+	initial time.Duration // first wait after a failure
+	max     time.Duration // cap of the doubling waits
+	slow    time.Duration // wait when only an operator can help (a webhook blocks polling, a refused webhook URL)
+}
+
+var defaultRetry = retryPolicy{initial: 250 * time.Millisecond, max: 5 * time.Second, slow: 30 * time.Second}
+
+// New decodes and validates settings and returns a connector. It does no
+// I/O: the SDK client is built without its getMe check.
+func New(deps connectors.Deps, raw connectors.Settings) (connectors.Connector, error) {
+	cfg, problems, err := decodeSettings(raw)
+	if err != nil {
+		return nil, err
+	}
+	if len(problems) > 0 {
+		return nil, problemsError(problems)
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	if deps.HTTPClient == nil {
+		deps.HTTPClient = http.DefaultClient
+	}
+	pollClient := *deps.HTTPClient
+	pollClient.Timeout = 0
+
+	c := &Connector{
+		deps:       deps,
+		cfg:        cfg,
+		log:        deps.Logger,
+		pollClient: &pollClient,
+		retry:      defaultRetry,
+	}
+	c.health = newHealthState(connectors.NewHealthTracker(deps.Now, deps.OnHealth))
+	api, err := bot.New(string(cfg.token),
+		bot.WithServerURL(cfg.apiURL),
+		bot.WithSkipGetMe(),
+		bot.WithHTTPClient(cfg.pollTimeout, deps.HTTPClient),
+		// The SDK reports only errors of its own request writer here, such
+		// as a pipe closed by a cancelled send; the call itself returns the
+		// error that matters.
+		bot.WithErrorsHandler(func(err error) { c.log.Debug("telegram client error", "error", err) }),
+		bot.WithDefaultHandler(func(context.Context, *bot.Bot, *models.Update) {}),
+	)
+	if err != nil {
+		return nil, errors.New("token: required")
+	}
+	c.api = api
+	return c, nil
+}
+
+// Health returns the last known state without I/O.
+func (c *Connector) Health() connectors.Health { return c.health.get() }
+
+// Exclusive reports whether Run must run on one instance only: Telegram
+// allows one getUpdates poller per token, while webhooks can be served by
+// every instance.
+func (c *Connector) Exclusive() bool { return c.cfg.mode == ModePolling }
+
+// Run receives updates until ctx ends: in polling mode with its own
+// getUpdates loop, in webhook mode by registering the webhook (when
+// Deps.PublicURL is known) and waiting, while Webhook's handler does the
+// work. It returns nil when ctx ends, and an error only when the token is
+// refused.
+func (c *Connector) Run(ctx context.Context) error {
+	c.health.begin()
+	c.log.Info("telegram connector starting", "mode", c.cfg.mode)
+	var err error
+	if c.cfg.mode == ModeWebhook {
+		err = c.runWebhook(ctx)
+	} else {
+		err = c.runPolling(ctx)
+	}
+	c.health.end()
+	c.log.Info("telegram connector stopped", "mode", c.cfg.mode)
+	return err
+}
+
+// runWebhook registers the webhook and waits for ctx. Without a public URL
+// the operator registers it; Parley cannot guess where it is reachable.
+func (c *Connector) runWebhook(ctx context.Context) error {
+	if c.deps.PublicURL == "" {
+		c.log.Info("no public_url: register the webhook with setWebhook yourself", "path", "/webhooks/"+c.deps.ID)
+	} else if err := c.registerWebhook(ctx); err != nil {
+		return err
+	}
+	c.health.setStarted()
+	<-ctx.Done()
+	return nil
+}
+
+// registerWebhook calls setWebhook until it succeeds, ctx ends (nil) or the
+// token is refused (an error).
+func (c *Connector) registerWebhook(ctx context.Context) error {
+	hook := strings.TrimRight(c.deps.PublicURL, "/") + "/webhooks/" + c.deps.ID
+	// max_connections stays at Telegram's default (40): requests then run
+	// concurrently, so two updates of one chat may be stored out of order;
+	// events carry the platform's time for consumers that must re-order.
+	// Strict per-chat order needs max_connections 1, at the cost of
+	// throughput.
+	params := &bot.SetWebhookParams{
+		URL:            hook,
+		SecretToken:    string(c.cfg.webhookSecret),
+		AllowedUpdates: c.cfg.allowedUpdates,
+	}
+	bo := c.newBackOff(c.retry.max)
+	for {
+		_, err := c.api.SetWebhook(ctx, params)
+		if err == nil {
+			c.health.setPlatform(nil)
+			c.log.Info("webhook registered", "url", hook)
+			return nil
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		class := connectors.Classify(classify(err))
+		if class.Code == normalize.ErrUnauthorized {
+			c.health.setFatal("telegram rejected the bot token ("+class.PlatformCode+")", actionBadToken)
+			return class
+		}
+		c.health.setPlatform(&problem{reason: "registering the webhook: " + err.Error(), action: "check that public_url is reachable from Telegram over HTTPS"})
+		c.log.Warn("registering the webhook", "error", err)
+		wait := c.waitFor(class, bo)
+		if class.Class == connectors.ClassPermanent {
+			// Telegram refused the URL itself: only an operator can fix
+			// it, so ask again rarely.
+			wait = max(wait, c.retry.slow)
+		}
+		if !sleep(ctx, wait) {
+			return nil
+		}
+	}
+}
+
+// waitFor is how long to wait after a failed call: the platform's own
+// retry_after when it gave one, else the next backoff.
+func (c *Connector) waitFor(class *connectors.Error, bo interface{ NextBackOff() time.Duration }) time.Duration {
+	if class.Class == connectors.ClassRetryAfter && class.RetryAfter > 0 {
+		return class.RetryAfter
+	}
+	return bo.NextBackOff()
+}
+
+// Webhook returns the handler for /webhooks/{id}. In polling mode nothing
+// may arrive there: it answers 404.
+func (c *Connector) Webhook() http.Handler {
+	if c.cfg.mode != ModeWebhook {
+		return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			writeJSONError(w, http.StatusNotFound, "this telegram connector polls for updates; its webhook is off")
+		})
+	}
+	return http.HandlerFunc(c.serveWebhook)
+}
+
+// inboundContext is what the mapping needs to know about this connector.
+func (c *Connector) inboundContext() inboundContext {
+	return inboundContext{Region: c.deps.Region, Connector: c.deps.ID, BotID: c.cfg.botID, ReceivedAt: c.deps.Now()}
+}
+
+// publish stores events and keeps health in step with the outcome.
+func (c *Connector) publish(ctx context.Context, events []*normalize.Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	if err := c.deps.Publisher.Publish(ctx, events...); err != nil {
+		if ctx.Err() == nil {
+			c.health.setStorage(&problem{reason: "events cannot be stored: " + err.Error(), action: actionStorage})
+		}
+		return err
+	}
+	c.health.setStorage(nil)
+	return nil
+}
+
+// afterStored does what an update asks once its events are durable and the
+// platform acknowledged: answer the callback query (the user's client shows
+// a spinner until then) and record reachability. Both are best effort,
+// within followUpTimeout for the whole batch, and stop when ctx ends.
+func (c *Connector) afterStored(ctx context.Context, results []inboundResult) {
+	ctx, cancel := context.WithTimeout(ctx, followUpTimeout)
+	defer cancel()
+	for _, r := range results {
+		if ctx.Err() != nil {
+			return
+		}
+		if r.CallbackQueryID != "" {
+			_, err := c.api.AnswerCallbackQuery(ctx, &bot.AnswerCallbackQueryParams{CallbackQueryID: r.CallbackQueryID})
+			if err != nil && ctx.Err() == nil {
+				// A query older than ~15 minutes can no longer be answered;
+				// the event is stored all the same.
+				c.log.Warn("answering a callback query", "error", err)
+			}
+		}
+		if r.Reachability != nil {
+			err := c.deps.Conversations.SetReachable(ctx, r.Reachability.Conversation, r.Reachability.Reachable, r.Reachability.Reason)
+			if err != nil && ctx.Err() == nil {
+				c.log.Warn("recording reachability", "conversation_id", r.Reachability.Conversation, "error", err)
+			}
+		}
+	}
+}
+
+// sleep waits d or until ctx ends, and reports whether it waited fully.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// problem is one reason for being degraded.
+type problem struct{ reason, action string }
+
+// healthState derives the connector's health from what each part of it
+// knows, so that the storage recovering does not hide a platform outage
+// and vice versa.
+type healthState struct {
+	tracker *connectors.HealthTracker
+
+	mu       sync.Mutex
+	started  bool
+	fatal    *problem // bad credentials: Run gave up
+	storage  *problem // events cannot be stored
+	platform *problem // Telegram cannot be reached or refuses
+}
+
+func newHealthState(t *connectors.HealthTracker) *healthState { return &healthState{tracker: t} }
+
+func (h *healthState) get() connectors.Health { return h.tracker.Get() }
+
+// begin resets the state at the start of Run.
+func (h *healthState) begin() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.started, h.fatal, h.storage, h.platform = false, nil, nil, nil
+	h.publishLocked()
+}
+
+// end records that Run returned; bad credentials stay visible.
+func (h *healthState) end() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.started = false
+	if h.fatal == nil {
+		h.tracker.Set(normalize.StateStopped, "", "")
+	}
+}
+
+func (h *healthState) setStarted() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.started = true
+	h.publishLocked()
+}
+
+func (h *healthState) setFatal(reason, action string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.fatal = &problem{reason: reason, action: action}
+	h.publishLocked()
+}
+
+func (h *healthState) setStorage(p *problem) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if p == nil && h.storage == nil {
+		return // the hot path of every publish
+	}
+	h.storage = p
+	h.publishLocked()
+}
+
+func (h *healthState) setPlatform(p *problem) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if p == nil && h.platform == nil {
+		return
+	}
+	h.platform = p
+	h.publishLocked()
+}
+
+// publishLocked hands the derived health to the tracker, which reports only
+// real changes. It runs under mu so that reports keep their order.
+func (h *healthState) publishLocked() {
+	switch {
+	case h.fatal != nil:
+		h.tracker.Set(normalize.StateBadCredentials, h.fatal.reason, h.fatal.action)
+	case h.storage != nil:
+		h.tracker.Set(normalize.StateDegraded, h.storage.reason, h.storage.action)
+	case h.platform != nil:
+		h.tracker.Set(normalize.StateDegraded, h.platform.reason, h.platform.action)
+	case h.started:
+		h.tracker.Set(normalize.StateRunning, "", "")
+	default:
+		h.tracker.Set(normalize.StateStarting, "", "")
+	}
+}
+
+// Interface guards.
+var (
+	_ connectors.Connector        = (*Connector)(nil)
+	_ connectors.WebhookConnector = (*Connector)(nil)
+	_ connectors.Exclusive        = (*Connector)(nil)
+	_ connectors.MediaFetcher     = (*Connector)(nil)
+)

@@ -1,0 +1,162 @@
+package telegramsim
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Failure is an answer injected in place of the real one by FailNext or FailChat.
+//
+// Delay is applied first. Then Drop closes the connection without an answer; otherwise a non-zero
+// Status answers with that HTTP status: Body verbatim when set (e.g. an HTML error page from a proxy),
+// else a Bot API error with error_code Status, Description (default: the Bot API's wording for the
+// status) and parameters retry_after / migrate_to_chat_id. A Failure with only Delay slows the call
+// down and then answers it normally.
+type Failure struct {
+	Status          int
+	Description     string
+	RetryAfter      int // seconds; for 429
+	MigrateToChatID int64
+	Body            string // raw body instead of Bot API JSON
+	ContentType     string // of Body; default "text/html"
+	Drop            bool
+	Delay           time.Duration
+}
+
+// InternalServerError is a 500 Bot API error.
+func InternalServerError() Failure {
+	return Failure{Status: http.StatusInternalServerError, Description: DescInternalError}
+}
+
+// BadGatewayHTML is a 502 with an HTML body, as a proxy in front of the Bot API answers.
+func BadGatewayHTML() Failure {
+	return Failure{Status: http.StatusBadGateway, Body: "<html>Bad Gateway</html>", ContentType: "text/html"}
+}
+
+// TooManyRequests is a 429 flood-control error with parameters.retry_after.
+func TooManyRequests(retryAfter int) Failure {
+	return Failure{Status: http.StatusTooManyRequests, RetryAfter: retryAfter}
+}
+
+// BlockedByUser is the 403 a send to a user who blocked the bot gets.
+func BlockedByUser() Failure {
+	return Failure{Status: http.StatusForbidden, Description: DescBlocked}
+}
+
+// APIError is a Bot API error with the given status and description, e.g.
+// APIError(400, "Bad Request: chat not found").
+func APIError(status int, description string) Failure {
+	return Failure{Status: status, Description: description}
+}
+
+// DropConnection closes the connection without answering.
+func DropConnection() Failure { return Failure{Drop: true} }
+
+// Delay answers normally after d (or fails, combined with other fields).
+func Delay(d time.Duration) Failure { return Failure{Delay: d} }
+
+func (f Failure) description() string {
+	if f.Description != "" {
+		return f.Description
+	}
+	switch f.Status {
+	case http.StatusBadRequest:
+		return "Bad Request"
+	case http.StatusUnauthorized:
+		return DescUnauthorized
+	case http.StatusForbidden:
+		return "Forbidden"
+	case http.StatusNotFound:
+		return DescNotFound
+	case http.StatusConflict:
+		return "Conflict"
+	case http.StatusTooManyRequests:
+		return fmt.Sprintf(DescTooManyRequestsFmt, max(f.RetryAfter, 1))
+	}
+	return http.StatusText(f.Status)
+}
+
+func (f Failure) write(w http.ResponseWriter) {
+	if f.Body != "" {
+		ct := f.ContentType
+		if ct == "" {
+			ct = "text/html"
+		}
+		w.Header().Set("Content-Type", ct)
+		w.Header().Set("Content-Length", strconv.Itoa(len(f.Body)))
+		w.WriteHeader(f.Status)
+		_, _ = w.Write([]byte(f.Body))
+		return
+	}
+	retry := f.RetryAfter
+	if f.Status == http.StatusTooManyRequests {
+		retry = max(retry, 1)
+	}
+	writeError(w, &apiError{Code: f.Status, Description: f.description(), RetryAfter: retry, MigrateTo: f.MigrateToChatID})
+}
+
+// failRule injects f into the next n matching requests.
+type failRule struct {
+	method string // lower-case; "" matches every method
+	chatID int64
+	byChat bool
+	n      int
+	f      Failure
+}
+
+// FailNext makes the next n calls of method (case-insensitive; "" or "*" for any method) answer
+// with f. Rules apply in the order they were added, before the call is otherwise handled.
+func (s *Sim) FailNext(method string, n int, f Failure) {
+	if n <= 0 {
+		return
+	}
+	m := strings.ToLower(method)
+	if m == "*" {
+		m = ""
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failures = append(s.failures, &failRule{method: m, n: n, f: f})
+}
+
+// FailChat makes the next n calls whose chat_id is chatID (sends, chat actions) answer with f.
+func (s *Sim) FailChat(chatID int64, f Failure, n int) {
+	if n <= 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failures = append(s.failures, &failRule{chatID: chatID, byChat: true, n: n, f: f})
+}
+
+// ClearFailures removes every pending injected failure.
+func (s *Sim) ClearFailures() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failures = nil
+}
+
+// takeFailure consumes and returns the first rule matching this call.
+func (s *Sim) takeFailure(method string, p *params) (Failure, bool) {
+	lower := strings.ToLower(method)
+	chatID, hasChat, _ := p.int64("chat_id")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, r := range s.failures {
+		if r.byChat && (!hasChat || r.chatID != chatID) {
+			continue
+		}
+		if !r.byChat && r.method != "" && r.method != lower {
+			continue
+		}
+		r.n--
+		if r.n <= 0 {
+			s.failures = append(s.failures[:i:i], s.failures[i+1:]...)
+		}
+		return r.f, true
+	}
+	return Failure{}, false
+}

@@ -1,0 +1,131 @@
+package telegram
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"sync/atomic"
+
+	"github.com/parley-gateway/parley/connectors"
+)
+
+// SecretTokenHeader carries setWebhook's secret_token in every webhook
+// request.
+const SecretTokenHeader = "X-Telegram-Bot-Api-Secret-Token"
+
+// maxUpdateBytes bounds one webhook body. The shared server limits bodies
+// already; an update is a few KB, so this only guards a handler mounted
+// elsewhere.
+const maxUpdateBytes = 1 << 20
+
+// storeRetryAfter is the Retry-After of a 503, in seconds. Telegram keeps
+// its own schedule, but other callers (tests, proxies) may honour it.
+const storeRetryAfter = "5"
+
+// serveWebhook is Parley's own webhook handler. Unlike the SDK's, it
+// answers 200 only after the update's events are stored, and refuses a
+// wrong secret: Telegram retries every non-2xx answer.
+func (c *Connector) serveWebhook(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeJSONError(w, http.StatusMethodNotAllowed, "only POST is allowed")
+		return
+	}
+	got := r.Header.Get(SecretTokenHeader)
+	if subtle.ConstantTimeCompare([]byte(got), []byte(c.cfg.webhookSecret)) != 1 {
+		c.log.Warn("refusing a webhook request with a wrong secret token", "remote_addr", r.RemoteAddr)
+		writeJSONError(w, http.StatusUnauthorized, "wrong secret token")
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxUpdateBytes))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			writeJSONError(w, http.StatusRequestEntityTooLarge, "update too large")
+			return
+		}
+		writeJSONError(w, http.StatusBadRequest, "reading the update failed")
+		return
+	}
+
+	c.stats.received.Add(1)
+	u, err := parseUpdate(body)
+	if err != nil {
+		c.stats.failed.Add(1)
+		c.log.Warn("refusing a malformed telegram update", "error", err)
+		writeJSONError(w, http.StatusBadRequest, "malformed update")
+		return
+	}
+	res, err := mapUpdate(c.inboundContext(), u)
+	if err != nil {
+		c.stats.failed.Add(1)
+		c.log.Warn("refusing a telegram update that cannot be mapped", "update_id", u.ID, "error", err)
+		writeJSONError(w, http.StatusBadRequest, "update cannot be mapped")
+		return
+	}
+	if res.Ignored != "" {
+		c.stats.ignored.Add(1)
+		c.log.Debug("ignoring a telegram update", "update_id", u.ID, "kind", res.Ignored)
+	}
+
+	if err := c.publish(r.Context(), res.Events); err != nil {
+		c.log.Warn("storing a telegram update", "update_id", u.ID, "error", err)
+		if errors.Is(err, connectors.ErrNotDurable) {
+			// Telegram retries; the retry maps to the same event ids.
+			w.Header().Set("Retry-After", storeRetryAfter)
+			writeJSONError(w, http.StatusServiceUnavailable, "events cannot be stored right now")
+			return
+		}
+		writeJSONError(w, http.StatusInternalServerError, "events cannot be stored")
+		return
+	}
+	c.log.Debug("stored a telegram update", "update_id", u.ID, "events", len(res.Events))
+
+	writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
+	// Acknowledge before the follow-up calls, which may take a while and
+	// must not make Telegram think the delivery failed.
+	_ = http.NewResponseController(w).Flush()
+	// Telegram may hang up once it has its answer; the follow-ups still run.
+	c.afterStored(context.WithoutCancel(r.Context()), []inboundResult{res})
+}
+
+// writeJSON answers with a JSON body.
+func writeJSON(w http.ResponseWriter, status int, body any) {
+	data, err := json.Marshal(body)
+	if err != nil {
+		status, data = http.StatusInternalServerError, []byte(`{"error":"encoding the answer failed"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(data)
+}
+
+// writeJSONError answers {"error": msg}.
+func writeJSONError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+// inboundStats counts updates as they arrive, by webhook or poll.
+type inboundStats struct {
+	received atomic.Uint64
+	ignored  atomic.Uint64
+	failed   atomic.Uint64
+}
+
+// InboundStats counts the updates a connector has seen since it was built.
+type InboundStats struct {
+	Received uint64 // every update, whatever became of it
+	Ignored  uint64 // of a kind Parley does not map (acknowledged, nothing stored)
+	Failed   uint64 // malformed or unmappable (webhook: 400; polling: skipped)
+}
+
+// Stats returns the inbound counters, for metrics.
+func (c *Connector) Stats() InboundStats {
+	return InboundStats{
+		Received: c.stats.received.Load(),
+		Ignored:  c.stats.ignored.Load(),
+		Failed:   c.stats.failed.Load(),
+	}
+}

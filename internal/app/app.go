@@ -1,0 +1,369 @@
+// Package app assembles a whole Parley gateway from a configuration: the
+// NATS bus, the per-region streams and buckets, the connectors under their
+// supervisor, the outbox and media workers of every served region, and the
+// HTTP server. cmd/parley's serve and demo both run it; tests run it too.
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/parley-gateway/parley/config"
+	"github.com/parley-gateway/parley/connectors"
+	"github.com/parley-gateway/parley/connectors/registry"
+	"github.com/parley-gateway/parley/internal/bus"
+	"github.com/parley-gateway/parley/internal/directory"
+	"github.com/parley-gateway/parley/internal/gateway"
+	"github.com/parley-gateway/parley/internal/httpapi"
+	"github.com/parley-gateway/parley/internal/media"
+	"github.com/parley-gateway/parley/internal/metrics"
+	"github.com/parley-gateway/parley/normalize"
+	"github.com/parley-gateway/parley/outbox"
+)
+
+// Options are the run-time choices that are not part of the config file.
+type Options struct {
+	// Regions to serve; empty means every region an enabled connector names.
+	Regions []string
+	Logger  *slog.Logger
+	// InstanceID names this process in leases; random when empty.
+	InstanceID string
+	// ShutdownTimeout bounds the wait for in-flight work on stop.
+	ShutdownTimeout time.Duration
+	// HTTPClient is used for platform API calls; a default with timeouts
+	// when nil.
+	HTTPClient *http.Client
+	// Outbox tunes the outbox of every region (zero values: defaults).
+	Outbox OutboxTuning
+}
+
+// OutboxTuning exposes the outbox's retry knobs (the demo shortens them).
+type OutboxTuning struct {
+	MaxAttempts    int
+	InProcessRetry time.Duration
+	RetryBase      time.Duration
+	RetryMax       time.Duration
+}
+
+// App is a running-or-ready gateway.
+type App struct {
+	cfg     *config.Config
+	opts    Options
+	log     *slog.Logger
+	bus     *bus.Bus
+	regions map[string]*bus.Region
+	dirs    map[string]*directory.Store
+	metrics *metrics.Metrics
+	gw      *gateway.Gateway
+	outbox  []*outbox.Outbox
+	media   []*media.Worker
+	http    *httpapi.Server
+}
+
+// New validates the selection, opens NATS (embedded or external),
+// provisions every served region and builds every component. It starts
+// nothing that receives traffic: on any error everything opened is closed
+// again, so a bad configuration never leaves half a gateway running.
+func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.ShutdownTimeout <= 0 {
+		opts.ShutdownTimeout = 20 * time.Second
+	}
+	if opts.InstanceID == "" {
+		host, _ := os.Hostname()
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		opts.InstanceID = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+	}
+	if opts.HTTPClient == nil {
+		opts.HTTPClient = &http.Client{Timeout: 90 * time.Second}
+	}
+	regions := opts.Regions
+	if len(regions) == 0 {
+		regions = cfg.Regions()
+	}
+	specs, err := Specs(cfg, regions)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range opts.Regions {
+		if !slices.Contains(cfg.Regions(), r) {
+			return nil, fmt.Errorf("region %q: no enabled connector names it", r)
+		}
+	}
+
+	a := &App{cfg: cfg, opts: opts, log: opts.Logger, regions: map[string]*bus.Region{}, dirs: map[string]*directory.Store{}}
+	defer func() {
+		if err != nil && a.bus != nil {
+			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = a.bus.Close(cctx)
+		}
+	}()
+
+	a.bus, err = bus.Open(ctx, BusOptions(cfg, opts.InstanceID, opts.Logger))
+	if err != nil {
+		return nil, fmt.Errorf("opening nats: %w", err)
+	}
+	for _, r := range regions {
+		h, err := a.bus.Provision(ctx, r)
+		if err != nil {
+			return nil, fmt.Errorf("provisioning region %s: %w", r, err)
+		}
+		a.regions[r] = h
+		a.dirs[r] = directory.New(h.Directory, r)
+	}
+	a.metrics = metrics.New()
+
+	a.gw, err = gateway.New(gateway.Options{
+		Bus: a.bus, Regions: a.regions, Directory: a.dirs, Specs: specs,
+		PublicURL: cfg.HTTP.PublicURL, HTTPClient: opts.HTTPClient, Metrics: a.metrics,
+		Logger: opts.Logger, InstanceID: opts.InstanceID,
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range regions {
+		ob, err := outbox.New(outbox.Options{
+			Region: r, Bus: a.bus, Handles: a.regions[r], Directory: a.dirs[r],
+			Lookup: a.outboxTarget, Logger: opts.Logger.With("component", "outbox", "region", r),
+			Observer:       a.metrics.OutboxObserver(r),
+			MaxAttempts:    opts.Outbox.MaxAttempts,
+			InProcessRetry: opts.Outbox.InProcessRetry,
+			RetryBase:      opts.Outbox.RetryBase,
+			RetryMax:       opts.Outbox.RetryMax,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("outbox of region %s: %w", r, err)
+		}
+		a.outbox = append(a.outbox, ob)
+		mw, err := media.NewWorker(media.Options{
+			Bus: a.bus, Handles: a.regions[r], Region: r, Lookup: a.mediaFetcher, Metrics: a.metrics,
+			Logger: opts.Logger.With("component", "media", "region", r),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("media worker of region %s: %w", r, err)
+		}
+		a.media = append(a.media, mw)
+	}
+
+	tokens := make([]string, 0, len(cfg.API.Tokens))
+	for _, t := range cfg.API.Tokens {
+		tokens = append(tokens, t.Reveal())
+	}
+	a.http = httpapi.New(httpapi.Options{
+		Listen: cfg.HTTP.Listen, MaxBodyBytes: cfg.HTTP.MaxBodyBytes, Tokens: tokens,
+		Webhook: a.gw.Webhook, Ready: a.ready, SubmitReply: a.submitReply,
+		Conversation: a.conversation, Media: a.openMedia, Metrics: a.metrics.Handler(),
+		OnWebhook: a.metrics.WebhookAnswered, Logger: opts.Logger.With("component", "http"),
+	})
+	if err := a.http.Listen(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// Specs turns the enabled connectors of the given regions into supervisor
+// specs, with every connector's own settings validated. It does no I/O.
+func Specs(cfg *config.Config, regions []string) ([]gateway.Spec, error) {
+	var specs []gateway.Spec
+	for _, c := range cfg.EnabledConnectors(regions) {
+		d, ok := registry.Lookup(c.Platform)
+		if !ok {
+			return nil, fmt.Errorf("connector %s: platform %q is not built into this binary", c.ID, c.Platform)
+		}
+		specs = append(specs, gateway.Spec{ID: c.ID, Platform: c.Platform, Region: c.Region, Descriptor: d, Settings: c})
+	}
+	return specs, nil
+}
+
+// SettingsCheck validates each connector's platform block with its
+// connector's own rules, for config.Validate and `parley config check`.
+func SettingsCheck(c config.Connector) []config.Problem {
+	d, ok := registry.Lookup(c.Platform)
+	if !ok {
+		return []config.Problem{{Path: "", Message: fmt.Sprintf("platform %q is not built into this binary", c.Platform)}}
+	}
+	var out []config.Problem
+	for _, p := range d.Validate(c) {
+		out = append(out, config.Problem{Path: p.Path, Message: p.Message})
+	}
+	return out
+}
+
+// BusOptions maps the nats block of the config to bus options.
+func BusOptions(cfg *config.Config, name string, log *slog.Logger) bus.Options {
+	n := cfg.NATS
+	return bus.Options{
+		URL: n.URL, DataDir: cfg.DataDir,
+		CredentialsFile: n.CredentialsFile, User: n.User, Password: n.Password.Reveal(),
+		Token: n.Token.Reveal(), NKeySeedFile: n.NKeySeedFile,
+		TLSCAFile: n.TLS.CAFile, TLSCertFile: n.TLS.CertFile, TLSKeyFile: n.TLS.KeyFile,
+		Replicas: n.Replicas, SubjectPrefix: n.SubjectPrefix,
+		DedupeWindow: time.Duration(n.DedupeWindow), EventMaxAge: time.Duration(n.EventMaxAge),
+		EmbeddedListen: n.Embedded.Listen, SyncAlways: n.Embedded.Sync != "interval",
+		Name: "parley " + name, Logger: log.With("component", "nats"),
+	}
+}
+
+// Bus returns the NATS bus (for the demo and tests).
+func (a *App) Bus() *bus.Bus { return a.bus }
+
+// Regions returns the provisioned handles of the served regions.
+func (a *App) Regions() map[string]*bus.Region { return a.regions }
+
+// Directory returns a served region's conversation directory.
+func (a *App) Directory(region string) *directory.Store { return a.dirs[region] }
+
+// HTTPAddr is where the HTTP server listens.
+func (a *App) HTTPAddr() string { return a.http.Addr() }
+
+// Gateway returns the connector supervisor.
+func (a *App) Gateway() *gateway.Gateway { return a.gw }
+
+// Run serves until ctx ends, then shuts down in order: stop taking
+// webhooks and replies (503), stop the connectors, let the outbox and media
+// workers finish what they hold, stop HTTP, close NATS. A component that
+// fails ends the run with its error after the same orderly shutdown.
+func (a *App) Run(ctx context.Context) error {
+	runCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	fail := func(what string, err error) {
+		if err != nil && !errors.Is(err, context.Canceled) {
+			a.log.Error("component stopped", "component", what, "error", err)
+			cancel(fmt.Errorf("%s: %w", what, err))
+		}
+	}
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- a.http.Serve() }()
+	a.log.Info("parley is serving", "http", a.http.Addr(), "nats", a.bus.Status().URL, "regions", slices.Sorted(maps.Keys(a.regions)))
+
+	wg.Add(1)
+	go func() { defer wg.Done(); fail("gateway", a.gw.Run(runCtx)) }()
+	for _, ob := range a.outbox {
+		wg.Add(1)
+		go func() { defer wg.Done(); fail("outbox", ob.Run(runCtx)) }()
+	}
+	for _, mw := range a.media {
+		wg.Add(1)
+		go func() { defer wg.Done(); fail("media", mw.Run(runCtx)) }()
+	}
+
+	select {
+	case <-runCtx.Done():
+	case err := <-httpDone:
+		fail("http", err)
+		<-runCtx.Done()
+		httpDone <- nil
+	}
+	a.log.Info("parley is stopping")
+	a.http.Drain()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(a.opts.ShutdownTimeout):
+		a.log.Warn("shutdown timed out; unfinished work will be redelivered", "timeout", a.opts.ShutdownTimeout)
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	_ = a.http.Shutdown(sctx)
+	<-httpDone
+	if err := a.bus.Close(sctx); err != nil {
+		a.log.Warn("closing nats", "error", err)
+	}
+	if cause := context.Cause(runCtx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	return nil
+}
+
+func (a *App) outboxTarget(id string) (outbox.Target, bool) {
+	c, d, ok := a.gw.Connector(id)
+	if !ok {
+		return outbox.Target{}, false
+	}
+	return outbox.Target{Sender: c, Platform: d.Platform, Limits: d.Limits}, true
+}
+
+func (a *App) mediaFetcher(id string) (connectors.MediaFetcher, bool) {
+	c, _, ok := a.gw.Connector(id)
+	if !ok {
+		return nil, false
+	}
+	f, ok := c.(connectors.MediaFetcher)
+	return f, ok
+}
+
+func (a *App) ready() (bool, any) {
+	st := a.bus.Status()
+	states := a.gw.States()
+	ok := st.Connected && a.gw.Ready()
+	return ok, map[string]any{
+		"ready":      ok,
+		"nats":       st,
+		"connectors": states,
+	}
+}
+
+func (a *App) submitReply(ctx context.Context, r *normalize.Reply) (bool, error) {
+	var lastErr error = directory.ErrUnknown
+	for _, region := range slices.Sorted(maps.Keys(a.dirs)) {
+		res, err := outbox.Submit(ctx, a.bus, a.dirs[region], r)
+		if errors.Is(err, directory.ErrUnknown) {
+			continue
+		}
+		if err != nil {
+			return false, err
+		}
+		return res.Duplicate, nil
+	}
+	return false, lastErr
+}
+
+func (a *App) conversation(ctx context.Context, id normalize.ConversationID) (*directory.Entry, error) {
+	for _, region := range slices.Sorted(maps.Keys(a.dirs)) {
+		e, _, err := a.dirs[region].Get(ctx, id)
+		if errors.Is(err, directory.ErrUnknown) {
+			continue
+		}
+		return e, err
+	}
+	return nil, directory.ErrUnknown
+}
+
+func (a *App) openMedia(ctx context.Context, id normalize.MediaID) (io.ReadCloser, string, int64, error) {
+	handles := make([]*bus.Region, 0, len(a.regions))
+	for _, r := range slices.Sorted(maps.Keys(a.regions)) {
+		handles = append(handles, a.regions[r])
+	}
+	rc, ctype, size, err := media.Open(ctx, handles, string(id))
+	if errors.Is(err, media.ErrNotFound) {
+		return nil, "", 0, fmt.Errorf("media %s: %w", id, httpapi.ErrNotFound)
+	}
+	return rc, ctype, size, err
+}
+
+// DefaultDataDir resolves a relative data dir against the working directory,
+// so log lines show where the data is.
+func DefaultDataDir(dir string) string {
+	if abs, err := filepath.Abs(dir); err == nil {
+		return abs
+	}
+	return dir
+}

@@ -1,0 +1,387 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+
+	"github.com/parley-gateway/parley/connectors"
+	"github.com/parley-gateway/parley/internal/bus"
+	"github.com/parley-gateway/parley/internal/ingest"
+	"github.com/parley-gateway/parley/normalize"
+)
+
+// unit is one supervised connector.
+type unit struct {
+	g         *Gateway
+	spec      Spec
+	region    *bus.Region
+	conn      connectors.Connector
+	pub       *ingest.Publisher
+	webhook   http.Handler
+	exclusive bool
+	log       *slog.Logger
+
+	mu sync.Mutex
+	// overlay is the supervisor's own state (not started, standby, failed,
+	// stopping); nil while the connector's Run runs and its Health is the
+	// truth.
+	overlay   *connectors.Health
+	leaseHeld bool
+	// queue holds the state events not yet published, oldest first; seq
+	// numbers them so a publish removes exactly what it stored.
+	queue      []queued
+	nextSeq    uint64
+	lastQueued *connectors.Health
+	wake       chan struct{}
+
+	pubMu sync.Mutex // one state publish at a time, in queue order
+}
+
+type queued struct {
+	seq uint64
+	h   connectors.Health
+}
+
+// onHealth is the connector's Deps.OnHealth.
+func (u *unit) onHealth(h connectors.Health) {
+	u.enqueue(h)
+	u.logState(h)
+	u.refreshGauge()
+}
+
+// status combines the supervisor's state with the connector's health.
+func (u *unit) status() ConnectorStatus {
+	u.mu.Lock()
+	ov, held := u.overlay, u.leaseHeld
+	u.mu.Unlock()
+	var h connectors.Health
+	if ov != nil {
+		h = *ov
+	} else {
+		h = u.conn.Health()
+	}
+	return ConnectorStatus{
+		ID: u.spec.ID, Platform: u.spec.Platform, Region: u.spec.Region,
+		State: h.State, Reason: h.Reason, Action: h.Action, Since: h.Since,
+		Exclusive: u.exclusive, LeaseHeld: held,
+	}
+}
+
+func (u *unit) refreshGauge() { u.g.o.Metrics.ConnectorState(u.spec.ID, u.status().State) }
+
+// setOverlay records a supervisor state; publish also queues it as an event.
+// Callers log the transitions worth a line.
+func (u *unit) setOverlay(h *connectors.Health, publish bool) {
+	u.mu.Lock()
+	u.overlay = h
+	u.mu.Unlock()
+	if h != nil && publish {
+		u.enqueue(*h)
+	}
+	u.refreshGauge()
+}
+
+func (u *unit) supervisorState(state normalize.State, reason, action string) *connectors.Health {
+	return &connectors.Health{State: state, Reason: reason, Action: action, Since: u.g.o.Now()}
+}
+
+func (u *unit) setLeaseHeld(held bool) {
+	u.mu.Lock()
+	u.leaseHeld = held
+	u.mu.Unlock()
+}
+
+func (u *unit) logState(h connectors.Health) {
+	switch h.State {
+	case normalize.StateRunning, normalize.StateStarting, StateStandby, normalize.StateStopped:
+		u.log.Info("connector state", "state", h.State, "reason", h.Reason)
+	case normalize.StateDegraded:
+		u.log.Warn("connector state", "state", h.State, "reason", h.Reason, "action", h.Action)
+	default:
+		u.log.Error("connector state", "state", h.State, "reason", h.Reason, "action", h.Action)
+	}
+}
+
+// supervise runs the connector (under its lease when exclusive) until ctx
+// ends, with the state publisher beside it.
+func (u *unit) supervise(ctx context.Context) {
+	pubCtx, stopPub := context.WithCancel(ctx)
+	pubDone := make(chan struct{})
+	go func() {
+		defer close(pubDone)
+		u.publishStates(pubCtx)
+	}()
+
+	if u.exclusive {
+		u.runExclusive(ctx)
+	} else {
+		u.runLoop(ctx)
+		u.setOverlay(u.supervisorState(normalize.StateStopped, "shutting down", ""), true)
+	}
+	u.log.Info("connector stopped")
+	stopPub()
+	<-pubDone
+	u.flushBounded(ctx)
+}
+
+// runExclusive runs the connector only while this instance holds its lease.
+func (u *unit) runExclusive(ctx context.Context) {
+	key := bus.LeaseKey("connector", u.spec.ID)
+	pause := u.restartBackoff()
+	u.log.Info("connector runs on one instance at a time; waiting for its lease", "lease", key, "instance", u.g.o.InstanceID)
+	for {
+		u.setOverlay(u.supervisorState(StateStandby, "waiting for the lease: another instance holds it", ""), false)
+		err := bus.RunWithLease(ctx, u.region.Leases, key, u.g.o.InstanceID, u.g.o.LeaseTTL,
+			func(lctx context.Context) error {
+				u.runLoop(lctx)
+				if ctx.Err() != nil {
+					// Say so while the lease is still ours, so the next
+					// holder's "running" comes after this "stopped".
+					u.setOverlay(u.supervisorState(normalize.StateStopped, "shutting down", ""), true)
+					u.flushBounded(ctx)
+				}
+				return nil
+			},
+			func(held bool) {
+				u.setLeaseHeld(held)
+				switch {
+				case held:
+					u.log.Info("lease acquired", "lease", key)
+					u.setOverlay(u.supervisorState(normalize.StateStarting, "lease acquired", ""), false)
+				case ctx.Err() == nil:
+					u.log.Warn("lease lost", "lease", key)
+					u.setOverlay(u.supervisorState(StateStandby, "lease lost: another instance may hold it", ""), false)
+				}
+			})
+		if ctx.Err() != nil {
+			if !u.hasFinalState() {
+				u.setOverlay(u.supervisorState(normalize.StateStopped, "shutting down", ""), false)
+			}
+			return
+		}
+		// The leases bucket is unusable (missing, no TTL): an operator
+		// must look, but keep trying in case it is provisioned meanwhile.
+		if err == nil {
+			err = errors.New("lease loop ended before shutdown")
+		}
+		d := pause.NextBackOff()
+		u.log.Error("connector lease unavailable", "lease", key, "error", err, "retry_after", d)
+		u.setOverlay(u.supervisorState(normalize.StateStopped, "lease unavailable: "+err.Error(),
+			"check the leases bucket "+bus.BucketName(bus.BucketLeases, u.spec.Region)), false)
+		if !sleep(ctx, d) {
+			u.setOverlay(u.supervisorState(normalize.StateStopped, "shutting down", ""), false)
+			return
+		}
+	}
+}
+
+// hasFinalState reports whether the overlay already says "stopped".
+func (u *unit) hasFinalState() bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.overlay != nil && u.overlay.State == normalize.StateStopped
+}
+
+func (u *unit) restartBackoff() *backoff.ExponentialBackOff {
+	return backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(u.g.o.RestartMin),
+		backoff.WithMaxInterval(u.g.o.RestartMax),
+		backoff.WithMultiplier(2),
+		backoff.WithRandomizationFactor(0.2),
+		backoff.WithMaxElapsedTime(0),
+	)
+}
+
+// runLoop runs the connector, restarting it with backoff whenever Run
+// returns before ctx ends, and returns when ctx ends.
+func (u *unit) runLoop(ctx context.Context) {
+	bo := u.restartBackoff()
+	for {
+		started := u.g.o.Now()
+		u.setOverlay(nil, false)
+		err := u.runOnce(ctx, started)
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			err = errors.New("run returned before shutdown")
+		}
+		if u.g.o.Now().Sub(started) >= u.g.o.RestartMax {
+			bo.Reset() // it ran well for a while: this is a new failure
+		}
+		d := bo.NextBackOff()
+		u.log.Error("connector run failed; restarting", "error", err, "retry_after", d)
+		u.setOverlay(u.failedState(err), true)
+		if !sleep(ctx, d) {
+			return
+		}
+	}
+}
+
+// failedState is the state shown while a failed connector waits for its
+// restart: its own state when it reported a reason to stop (logged out, bad
+// credentials), else stopped; the reason always names the error. The
+// restart delay is left out so that repeated identical failures publish one
+// event, not one per attempt.
+func (u *unit) failedState(err error) *connectors.Health {
+	h := u.conn.Health()
+	state, action := normalize.StateStopped, "restarting automatically"
+	if h.State == normalize.StateLoggedOut || h.State == normalize.StateBadCredentials {
+		state = h.State
+		if h.Action != "" {
+			action = h.Action
+		}
+	}
+	return u.supervisorState(state, "run failed: "+err.Error(), action)
+}
+
+// runOnce runs the connector's Run once, turning a panic into an error. Once
+// the run has lasted StableAfter, the connector's current health is queued:
+// a connector that was failing and now reports the same state it had before
+// would otherwise leave the failure as the last published state.
+func (u *unit) runOnce(ctx context.Context, started time.Time) error {
+	done := make(chan error, 1)
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				done <- fmt.Errorf("run panicked: %v", r)
+			}
+		}()
+		done <- u.conn.Run(ctx)
+	}()
+	stable := time.NewTimer(u.g.o.StableAfter)
+	defer stable.Stop()
+	var slow <-chan time.Time
+	ctxDone := ctx.Done()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-stable.C:
+			h := u.conn.Health()
+			if h.Since.Before(started) {
+				h.Since = u.g.o.Now()
+			}
+			u.enqueue(h)
+			u.refreshGauge()
+		case <-ctxDone:
+			ctxDone = nil
+			t := time.NewTimer(10 * time.Second)
+			defer t.Stop()
+			slow = t.C
+		case <-slow:
+			// Keep waiting: Run must return, and Gateway.Run promises to
+			// wait for it; but tell the operator why shutdown hangs.
+			u.log.Warn("connector still stopping 10s after cancellation")
+		}
+	}
+}
+
+// enqueue queues h for publication unless it repeats the last queued state.
+func (u *unit) enqueue(h connectors.Health) {
+	u.mu.Lock()
+	if l := u.lastQueued; l != nil && l.State == h.State && l.Reason == h.Reason && l.Action == h.Action {
+		u.mu.Unlock()
+		return
+	}
+	hc := h
+	u.lastQueued = &hc
+	u.nextSeq++
+	u.queue = append(u.queue, queued{seq: u.nextSeq, h: h})
+	if len(u.queue) > maxQueuedStates {
+		u.queue = append(u.queue[:0], u.queue[len(u.queue)-maxQueuedStates:]...)
+	}
+	u.mu.Unlock()
+	select {
+	case u.wake <- struct{}{}:
+	default:
+	}
+}
+
+// flush publishes the queued states in order; it stops at the first error.
+func (u *unit) flush(ctx context.Context) error {
+	u.pubMu.Lock()
+	defer u.pubMu.Unlock()
+	for {
+		u.mu.Lock()
+		if len(u.queue) == 0 {
+			u.mu.Unlock()
+			return nil
+		}
+		head := u.queue[0]
+		u.mu.Unlock()
+
+		pctx, cancel := context.WithTimeout(ctx, statePublishTimeout)
+		err := u.pub.PublishState(pctx, head.h)
+		cancel()
+		if err != nil {
+			return err
+		}
+		u.mu.Lock()
+		for len(u.queue) > 0 && u.queue[0].seq <= head.seq {
+			u.queue = u.queue[1:]
+		}
+		u.mu.Unlock()
+	}
+}
+
+// flushBounded makes a last attempt to publish what is queued, even though
+// ctx has ended.
+func (u *unit) flushBounded(ctx context.Context) {
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stateFlushTimeout)
+	defer cancel()
+	if err := u.flush(fctx); err != nil {
+		u.log.Warn("connector state not published at shutdown", "error", err)
+	}
+}
+
+// publishStates publishes queued states as they come, retrying with backoff
+// while NATS is unavailable, until ctx ends.
+func (u *unit) publishStates(ctx context.Context) {
+	bo := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(500*time.Millisecond),
+		backoff.WithMaxInterval(30*time.Second),
+		backoff.WithMaxElapsedTime(0),
+	)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-u.wake:
+		}
+		for {
+			err := u.flush(ctx)
+			if err == nil {
+				bo.Reset()
+				break
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			d := bo.NextBackOff()
+			u.log.Warn("publishing connector state; retrying", "error", err, "retry_after", d)
+			if !sleep(ctx, d) {
+				return
+			}
+		}
+	}
+}
+
+// sleep waits d or until ctx ends; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,255 @@
+// Package ingest is the durable entry point of inbound traffic: the
+// connectors.Publisher that every connector publishes its canonical events
+// through, plus the small stores a connector is handed (poll cursors,
+// conversation reachability).
+//
+// Invariants:
+//
+//   - Publish returns nil only when every event of the call, and the media
+//     job of every attachment they carry, is stored in JetStream and the
+//     conversation directory records them. Any other outcome is an error
+//     wrapping connectors.ErrNotDurable (and, for a bus failure,
+//     bus.ErrNotDurable), so a connector never acknowledges the platform for
+//     something that could be lost.
+//   - Events and jobs carry deterministic Nats-Msg-Ids (the event id;
+//     "media:<event id>:<index>"), so the platform's redelivery after an
+//     error stores nothing twice.
+//   - A malformed event is a connector bug, not an outage: Publish returns
+//     the encoding error without ErrNotDurable and publishes nothing.
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/parley-gateway/parley/connectors"
+	"github.com/parley-gateway/parley/internal/bus"
+	"github.com/parley-gateway/parley/internal/directory"
+	"github.com/parley-gateway/parley/internal/media"
+	"github.com/parley-gateway/parley/internal/metrics"
+	"github.com/parley-gateway/parley/normalize"
+)
+
+// Options configure a Publisher for one connector.
+type Options struct {
+	Bus       *bus.Bus
+	Region    string
+	Platform  string
+	Connector string
+	// Account is the platform account recorded in the directory (the
+	// outbox's Address.Account). Empty leaves the directory's value alone.
+	Account string
+	// Directory records each event's conversation; nil skips it (tests).
+	Directory *directory.Store
+	// ReplyWindow is the platform's reply window (connectors.Limits), 0 for none.
+	ReplyWindow time.Duration
+	Metrics     *metrics.Metrics // nil records nothing
+	Logger      *slog.Logger     // nil discards
+	Now         func() time.Time // nil is time.Now
+}
+
+// Publisher stores one connector's events. It is safe for concurrent use.
+type Publisher struct {
+	o   Options
+	log *slog.Logger
+}
+
+var _ connectors.Publisher = (*Publisher)(nil)
+
+// New returns the Publisher of one connector. It does no I/O.
+func New(o Options) *Publisher {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Publisher{o: o, log: o.Logger}
+}
+
+// notDurableError marks a storage failure for connectors (errors.Is with
+// connectors.ErrNotDurable) while keeping the cause, bus.ErrNotDurable
+// included, in the chain.
+type notDurableError struct{ err error }
+
+func (e *notDurableError) Error() string { return e.err.Error() }
+func (e *notDurableError) Unwrap() error { return e.err }
+func (e *notDurableError) Is(target error) bool {
+	return target == connectors.ErrNotDurable
+}
+
+func notDurable(format string, args ...any) error {
+	return &notDurableError{err: fmt.Errorf(format, args...)}
+}
+
+// Publish stores events and the media jobs of their attachments in one
+// batch, waits for every acknowledgement, then records each event's
+// conversation in the directory. See the package invariants.
+func (p *Publisher) Publish(ctx context.Context, events ...*normalize.Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	msgs := make([]bus.Message, 0, len(events))
+	var jobs []bus.Message
+	for i, ev := range events {
+		if ev == nil {
+			return fmt.Errorf("event %d of %d: nil event", i, len(events))
+		}
+		m, err := p.eventMessage(ev)
+		if err != nil {
+			return err
+		}
+		msgs = append(msgs, m)
+		js, err := p.jobMessages(ev)
+		if err != nil {
+			return err
+		}
+		jobs = append(jobs, js...)
+	}
+	// Jobs go after the events: a consumer of media events never sees one
+	// before the message it belongs to.
+	msgs = append(msgs, jobs...)
+
+	results, err := p.o.Bus.Publish(ctx, msgs...)
+	if err != nil {
+		p.o.Metrics.PublishFailed(p.o.Region, p.o.Connector)
+		if errors.Is(err, bus.ErrInvalidMessage) {
+			// The server refused a message (say, over max payload): log
+			// it loudly, the platform's retry will meet the same refusal.
+			p.log.Error("events refused by nats", "events", len(events), "error", err)
+		}
+		return notDurable("storing %d events: %w", len(events), err)
+	}
+	for i, ev := range events {
+		if i < len(results) && results[i].Duplicate {
+			p.o.Metrics.EventDuplicate(p.o.Region, p.o.Platform, p.o.Connector, ev.Type)
+			p.log.Debug("duplicate event dropped", "event_id", ev.ID, "type", ev.Type)
+			continue
+		}
+		p.o.Metrics.EventPublished(p.o.Region, p.o.Platform, p.o.Connector, ev.Type)
+		p.log.Debug("event stored", "event_id", ev.ID, "type", ev.Type, "conversation_id", ev.Subject)
+	}
+
+	if p.o.Directory == nil {
+		return nil
+	}
+	for _, ev := range events {
+		if ev.Subject == "" || ev.Data.Conversation == nil {
+			continue
+		}
+		if err := p.o.Directory.RecordInbound(ctx, ev, p.o.Account, p.o.ReplyWindow); err != nil {
+			// The events are stored but the directory does not know the
+			// conversation yet, so a reply could not be routed: let the
+			// platform redeliver; the repeated events are dropped as
+			// duplicates and the directory is written then.
+			p.o.Metrics.PublishFailed(p.o.Region, p.o.Connector)
+			return notDurable("recording conversation %s: %w", ev.Subject, err)
+		}
+	}
+	return nil
+}
+
+// eventMessage encodes ev for its subject.
+func (p *Publisher) eventMessage(ev *normalize.Event) (bus.Message, error) {
+	data, err := normalize.Encode(ev)
+	if err != nil {
+		return bus.Message{}, fmt.Errorf("encoding event %s: %w", ev.ID, err)
+	}
+	return bus.Message{
+		Subject: p.o.Bus.Subjects().Event(p.o.Region, p.o.Platform, p.o.Connector,
+			normalize.SubjectToken(ev.Subject), ev.Type.Kind()),
+		MsgID:  string(ev.ID),
+		Data:   data,
+		Header: nats.Header{"Content-Type": []string{normalize.ContentType}},
+	}, nil
+}
+
+// jobMessages builds the media jobs of ev's attachments: one per pending
+// attachment, and one flagged to fail at once per unavailable attachment so
+// that the same worker announces media.failed for it.
+func (p *Publisher) jobMessages(ev *normalize.Event) ([]bus.Message, error) {
+	if ev.Data.Message == nil || len(ev.Data.Message.Attachments) == 0 {
+		return nil, nil
+	}
+	var out []bus.Message
+	for i, a := range ev.Data.Message.Attachments {
+		job := media.Job{
+			MediaID:         a.MediaID,
+			FetchRef:        a.FetchRef,
+			AttachmentIndex: i,
+			Kind:            a.Kind,
+			MimeType:        a.MimeType,
+			Size:            a.Size,
+			Filename:        a.Filename,
+			MessageID:       ev.Data.Message.PlatformID,
+			EventID:         ev.ID,
+			ConversationID:  ev.Subject,
+			Time:            ev.Time,
+			Region:          p.o.Region,
+			Platform:        p.o.Platform,
+			Connector:       p.o.Connector,
+			Conversation:    ev.Data.Conversation,
+			Sender:          ev.Data.Sender,
+		}
+		switch a.Status {
+		case normalize.MediaStored:
+			continue // the connector stored it itself; nothing to fetch
+		case normalize.MediaUnavailable:
+			job.Unavailable = a.UnavailableReason
+			if job.Unavailable == "" {
+				job.Unavailable = "media unavailable"
+			}
+		default: // pending, or unset
+			if a.FetchRef == "" {
+				job.Unavailable = "no fetch reference from the connector"
+			}
+		}
+		body, err := json.Marshal(job)
+		if err != nil {
+			return nil, fmt.Errorf("encoding media job %d of event %s: %w", i, ev.ID, err)
+		}
+		out = append(out, bus.Message{
+			Subject: p.o.Bus.Subjects().MediaJob(p.o.Region, p.o.Platform, p.o.Connector, normalize.SubjectToken(ev.Subject)),
+			MsgID:   media.JobMsgID(ev.ID, i),
+			Data:    body,
+			Header:  nats.Header{"Content-Type": []string{"application/json"}},
+		})
+	}
+	return out, nil
+}
+
+// StateEventID is the id of the connector.state event of h. Reason and
+// action are part of it, so a new reason in the same state is a new event,
+// while re-publishing the same health is dropped as a duplicate.
+func StateEventID(connector string, h connectors.Health) normalize.EventID {
+	return normalize.NewEventID("parley", connector, "state", string(h.State),
+		strconv.FormatInt(h.Since.UnixNano(), 10), h.Reason, h.Action)
+}
+
+// PublishState publishes h as a parley.connector.state event on the
+// connector-level subject (conversation token "_").
+func (p *Publisher) PublishState(ctx context.Context, h connectors.Health) error {
+	now := p.o.Now().UTC()
+	if h.Since.IsZero() {
+		h.Since = now
+	}
+	ev := &normalize.Event{
+		ID:     StateEventID(p.o.Connector, h),
+		Source: normalize.Source(p.o.Region, p.o.Platform, p.o.Connector),
+		Type:   normalize.TypeConnectorState,
+		Time:   h.Since,
+		Data: normalize.Data{
+			Region: p.o.Region, Platform: p.o.Platform, Connector: p.o.Connector,
+			State:      &normalize.ConnectorState{State: h.State, Reason: h.Reason, Action: h.Action},
+			ReceivedAt: now,
+		},
+	}
+	return p.Publish(ctx, ev)
+}

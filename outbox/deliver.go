@@ -1,0 +1,621 @@
+package outbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/parley-gateway/parley/connectors"
+	"github.com/parley-gateway/parley/internal/bus"
+	"github.com/parley-gateway/parley/internal/directory"
+	"github.com/parley-gateway/parley/normalize"
+)
+
+// humanAgentWindow is how long after the customer's last message a reply
+// tagged human_agent may still go (Messenger and Instagram's HUMAN_AGENT).
+const humanAgentWindow = 7 * 24 * time.Hour
+
+// delivery is one attempt at one command, from its turn to its outcome.
+type delivery struct {
+	o   *Outbox
+	it  *item
+	msg jetstream.Msg
+	log *slog.Logger
+
+	seq          uint64
+	numDelivered int
+	stored       time.Time
+	body         []byte
+
+	info    bus.SubjectInfo // zero when the subject is not a command subject
+	replyID string
+	reply   *normalize.Reply // nil when invalid
+	invalid error
+
+	marker  marker
+	attempt int
+
+	entry     *directory.Entry // nil until looked up, or when unknown
+	platform  string
+	connector string
+}
+
+// deliver takes one command to its outcome. It returns with the command
+// still held only when an earlier command of the conversation arrived
+// while this one waited for its turn, or when Run is stopping; the worker
+// then picks again.
+func (o *Outbox) deliver(ctx context.Context, q *convQueue, it *item) {
+	d := o.newDelivery(it)
+	if d.invalid == nil && !o.waitTurn(ctx, q, d) {
+		return
+	}
+	d.run(ctx)
+}
+
+func (o *Outbox) newDelivery(it *item) *delivery {
+	msg := it.current()
+	d := &delivery{o: o, it: it, msg: msg, seq: it.seq, body: msg.Data(), numDelivered: 1}
+	if md, err := msg.Metadata(); err == nil {
+		d.numDelivered = int(md.NumDelivered)
+		d.stored = md.Timestamp
+	}
+	info, err := o.subj.Parse(msg.Subject())
+	switch {
+	case err != nil:
+		d.invalid = fmt.Errorf("subject %q is not a reply command subject: %w", msg.Subject(), err)
+	case info.Class != bus.ClassCommand:
+		d.invalid = fmt.Errorf("subject %q is not a reply command subject", msg.Subject())
+	default:
+		d.info = info
+		d.platform, d.connector = info.Platform, info.Connector
+	}
+	r, err := normalize.ParseReply(d.body)
+	if err != nil {
+		if d.invalid == nil {
+			d.invalid = err
+		}
+		d.replyID = fallbackReplyID(d.body, msg, it.seq)
+	} else {
+		d.reply, d.replyID = r, r.ID
+		if d.invalid == nil && string(r.ConversationID) != info.Conversation {
+			d.invalid = &normalize.InvalidReplyError{Problems: []string{fmt.Sprintf(
+				"conversation_id %s does not match the subject's conversation %s", r.ConversationID, info.Conversation)}}
+		}
+	}
+	d.log = o.log.With("reply_id", d.replyID, "stream_seq", d.seq)
+	if c := d.statusConversation(); c != "" {
+		d.log = d.log.With("conversation_id", c)
+	}
+	return d
+}
+
+// fallbackReplyID names a command whose body has no usable id: the id in
+// the body if it is well-formed, else the replay or publish headers, else
+// its stream sequence.
+func fallbackReplyID(body []byte, msg jetstream.Msg, seq uint64) string {
+	var partial struct {
+		ID any `json:"id"`
+	}
+	if json.Unmarshal(body, &partial) == nil {
+		if s, ok := partial.ID.(string); ok && normalize.ValidReplyID(s) {
+			return s
+		}
+	}
+	if h := msg.Headers(); h != nil {
+		if s := h.Get(HeaderReplyID); normalize.ValidReplyID(s) {
+			return s
+		}
+		if s := h.Get(jetstream.MsgIDHeader); normalize.ValidReplyID(s) {
+			return s
+		}
+	}
+	return "seq-" + strconv.FormatUint(seq, 10)
+}
+
+// waitTurn blocks while an earlier command of the same conversation is
+// still in the stream (held by a NakWithDelay, another instance, or not yet
+// redelivered after a crash). It returns false when this command is no
+// longer the head of its queue or Run is stopping.
+func (o *Outbox) waitTurn(ctx context.Context, q *convQueue, d *delivery) bool {
+	poll := turnPollMin
+	for {
+		earlier, err := o.earlierPending(ctx, d)
+		if err == nil && earlier == 0 {
+			return true
+		}
+		if err != nil {
+			d.log.Debug("cannot check earlier commands of the conversation", "error", err)
+		} else {
+			d.log.Debug("waiting for an earlier command of the conversation", "earlier_seq", earlier)
+		}
+		t := time.NewTimer(poll)
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return false
+			case <-q.notify:
+				if !o.isHead(q, d.it) {
+					t.Stop()
+					return false
+				}
+			case <-t.C:
+				break wait
+			}
+		}
+		poll = min(poll*2, turnPollMax)
+	}
+}
+
+// earlierPending returns the stream sequence of an earlier command of d's
+// conversation that is still in the work queue, or 0. Commands this process
+// settled moments ago are skipped: on a cluster their removal trails the
+// ack.
+func (o *Outbox) earlierPending(ctx context.Context, d *delivery) (uint64, error) {
+	// Any platform and connector token: the conversation id is global.
+	filter := d.info.Prefix + "." + bus.ClassCommand + "." + d.info.Region + ".*.*." + d.info.Conversation + "." + bus.CommandKind
+	start := uint64(1)
+	for range 64 {
+		gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		m, err := o.opts.Handles.Commands.GetMsg(gctx, start, jetstream.WithGetMsgSubject(filter))
+		cancel()
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return 0, nil
+		}
+		if err != nil {
+			return 0, fmt.Errorf("looking up earlier commands: %w", err)
+		}
+		if m.Sequence >= d.seq {
+			return 0, nil
+		}
+		if !o.recentlySettled(m.Sequence) {
+			return m.Sequence, nil
+		}
+		start = m.Sequence + 1
+	}
+	return 0, errors.New("looking up earlier commands: too many settled commands still in the stream")
+}
+
+// run decides and carries out the outcome of the command.
+func (d *delivery) run(ctx context.Context) {
+	o := d.o
+	m, err := o.loadMarker(ctx, d.replyID)
+	if err != nil && d.invalid == nil {
+		// Sending without knowing what was sent could send twice.
+		d.log.Warn("outbox cannot read the sent-marker; retrying later", "error", err)
+		d.release(o.opts.RetryBase)
+		return
+	}
+	d.marker = m
+	d.attempt = max(m.Attempts+1, d.numDelivered)
+
+	switch {
+	case m.Done:
+		d.succeed(ctx, false)
+		return
+	case m.Failed != nil:
+		d.fail(ctx, *m.Failed)
+		return
+	case d.invalid != nil:
+		d.fail(ctx, failure{Code: normalize.ErrInvalidReply, Message: d.invalid.Error()})
+		return
+	}
+	r := d.reply
+	if r.NotAfter != nil && o.opts.Now().After(*r.NotAfter) {
+		d.fail(ctx, failure{Code: normalize.ErrExpired, Message: "not_after " + r.NotAfter.UTC().Format(time.RFC3339) + " has passed"})
+		return
+	}
+
+	gctx, cancel := context.WithTimeout(ctx, finishTimeout)
+	entry, _, err := o.opts.Directory.Get(gctx, r.ConversationID)
+	cancel()
+	switch {
+	case errors.Is(err, directory.ErrUnknown):
+		d.fail(ctx, failure{Code: normalize.ErrUnknownConversation, Message: "conversation " + string(r.ConversationID) + " is not in the directory"})
+		return
+	case err != nil:
+		d.log.Warn("outbox cannot read the conversation directory; retrying later", "error", err)
+		d.release(o.opts.RetryBase)
+		return
+	}
+	d.entry = entry
+	if entry.Platform != "" && entry.Connector != "" {
+		d.platform, d.connector = entry.Platform, entry.Connector
+	}
+	if !entry.Reachable {
+		why := entry.UnreachableWhy
+		if why == "" {
+			why = "the recipient cannot be reached"
+		}
+		d.fail(ctx, failure{Code: normalize.ErrRecipientUnavailable, Message: why})
+		return
+	}
+
+	tgt, ok := o.opts.Lookup(d.connector)
+	if !ok {
+		// Another instance, or this one after a restart, may run it.
+		d.retryLater(ctx, &connectors.Error{
+			Class: connectors.ClassTransient, Code: normalize.ErrPlatformError,
+			Err: fmt.Errorf("connector %s not running", d.connector),
+		}, o.backoffDelay(d.attempt))
+		return
+	}
+	if w := tgt.Limits.ReplyWindow; w > 0 {
+		if r.HumanAgent {
+			w = max(w, humanAgentWindow)
+		}
+		if o.opts.Now().After(entry.LastInboundAt.Add(w)) {
+			d.fail(ctx, failure{Code: normalize.ErrWindowClosed, Message: fmt.Sprintf(
+				"the reply window of %s after the customer's last message (%s) has closed", w, entry.LastInboundAt.UTC().Format(time.RFC3339))})
+			return
+		}
+	}
+
+	parts, err := tgt.Sender.Plan(r, entry.Address())
+	if err != nil {
+		f := failure{Code: normalize.ErrUnsupported, Message: err.Error()}
+		var ce *connectors.Error
+		if errors.As(err, &ce) {
+			if ce.Code != "" {
+				f.Code = ce.Code
+			}
+			f.PlatformCode = ce.PlatformCode
+			f.Message = errMessage(ce)
+		}
+		d.fail(ctx, f)
+		return
+	}
+	if len(parts) == 0 {
+		d.fail(ctx, failure{Code: normalize.ErrUnsupported, Message: "the connector renders this reply as nothing to send"})
+		return
+	}
+	d.send(ctx, tgt, parts)
+}
+
+// send sends the parts not yet sent, in order, retrying in-process within
+// the InProcessRetry budget, then durably.
+func (d *delivery) send(ctx context.Context, tgt Target, parts []connectors.Part) {
+	o := d.o
+	addr := d.entry.Address()
+	conv := d.it.queueKey
+	gap := interval(tgt.Limits, d.entry.Kind)
+	lim := o.limiter(d.connector, tgt.Limits)
+	bo := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(250*time.Millisecond),
+		backoff.WithMaxInterval(o.opts.InProcessRetry),
+		backoff.WithMaxElapsedTime(0), // the budget below decides
+	)
+	var waited time.Duration // in-process retry waits spent by this delivery
+
+	for i := len(d.marker.PlatformIDs); i < len(parts); i++ {
+		for {
+			if !o.pacer.wait(ctx, conv) {
+				d.release(0)
+				return
+			}
+			if lim != nil {
+				if err := lim.Wait(ctx); err != nil {
+					d.release(0)
+					return
+				}
+			}
+			if err := o.acquire(ctx); err != nil {
+				d.release(0)
+				return
+			}
+			// The send finishes even when Run stops: its outcome must be
+			// recorded, not guessed at after a redelivery.
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sendTimeout)
+			sent, err := tgt.Sender.SendPart(sctx, addr, parts[i])
+			cancel()
+			o.release()
+			if gap > 0 {
+				o.pacer.notBefore(conv, time.Now().Add(gap))
+			}
+
+			if err == nil {
+				d.marker.PlatformIDs = append(d.marker.PlatformIDs, sent.PlatformID)
+				d.marker.Attempts = d.attempt
+				d.marker.Done = len(d.marker.PlatformIDs) >= len(parts)
+				if !o.saveMarker(ctx, d.replyID, d.marker) {
+					d.log.Warn("outbox cannot record a sent part; retrying later", "part", i)
+					d.release(o.opts.RetryBase)
+					return
+				}
+				if o.afterPart != nil {
+					if err := o.afterPart(d.replyID, i); err != nil {
+						o.untrack(d.it) // a crash: no ack, no nak
+						return
+					}
+				}
+				if !d.marker.Done && ctx.Err() != nil {
+					d.release(0) // stopping between parts: the rest goes elsewhere
+					return
+				}
+				bo.Reset()
+				break
+			}
+
+			ce := connectors.Classify(err)
+			d.log.Debug("send failed", "part", i, "class", ce.Class, "platform_code", ce.PlatformCode, "error", err)
+			switch ce.Class {
+			case connectors.ClassPermanent:
+				code := ce.Code
+				if code == "" {
+					code = normalize.ErrPlatformError
+				}
+				d.fail(ctx, failure{Code: code, PlatformCode: ce.PlatformCode, Message: errMessage(ce)})
+				return
+			case connectors.ClassRetryAfter:
+				wait := ce.RetryAfter
+				if wait <= 0 {
+					wait = time.Second
+				}
+				o.pacer.notBefore(conv, time.Now().Add(wait))
+				if ctx.Err() == nil && waited+wait <= o.opts.InProcessRetry {
+					o.obs.Retried(d.connector, ce.Class)
+					waited += wait
+					if !sleep(ctx, wait) {
+						d.release(wait)
+						return
+					}
+					continue
+				}
+				d.retryLater(ctx, ce, wait)
+				return
+			default:
+				next := bo.NextBackOff()
+				if ctx.Err() == nil && next != backoff.Stop && waited+next <= o.opts.InProcessRetry {
+					o.obs.Retried(d.connector, ce.Class)
+					waited += next
+					if !sleep(ctx, next) {
+						d.release(0)
+						return
+					}
+					continue
+				}
+				d.retryLater(ctx, ce, o.backoffDelay(d.attempt))
+				return
+			}
+		}
+	}
+	d.succeed(ctx, true)
+}
+
+// backoffDelay is the durable retry delay after attempt n:
+// RetryBase*2^(n-1), jittered by ±20%, capped at RetryMax.
+func (o *Outbox) backoffDelay(n int) time.Duration {
+	delay := o.opts.RetryBase
+	for i := 1; i < n && delay < o.opts.RetryMax; i++ {
+		delay *= 2
+	}
+	delay = min(delay, o.opts.RetryMax)
+	jittered := time.Duration(float64(delay) * (0.8 + 0.4*rand.Float64()))
+	return min(jittered, o.opts.RetryMax)
+}
+
+// retryLater hands the command back to the stream for a durable retry
+// after delay, or dead-letters it when its attempts are used up.
+func (d *delivery) retryLater(ctx context.Context, ce *connectors.Error, delay time.Duration) {
+	o := d.o
+	if d.attempt >= o.opts.MaxAttempts {
+		code := normalize.ErrPlatformError
+		if ce.Class == connectors.ClassRetryAfter {
+			code = normalize.ErrRateLimited
+		}
+		d.fail(ctx, failure{Code: code, PlatformCode: ce.PlatformCode,
+			Message: fmt.Sprintf("%s (gave up after %d attempts)", errMessage(ce), d.attempt)})
+		return
+	}
+	o.obs.Retried(d.connector, ce.Class)
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+	defer cancel()
+	d.marker.Attempts = d.attempt
+	if !o.saveMarker(fctx, d.replyID, d.marker) {
+		d.log.Warn("outbox cannot record the attempt count")
+	}
+	if err := putHold(fctx, o.kv, d.it.queueKey, d.seq); err != nil {
+		d.log.Warn("outbox cannot record the conversation hold", "error", err)
+	}
+	if err := d.msg.NakWithDelay(delay); err != nil {
+		// Without the nak the command comes back after AckWait instead.
+		d.log.Warn("outbox cannot nak a command", "error", err)
+	}
+	o.untrack(d.it)
+	d.log.Debug("retrying later", "attempt", d.attempt, "retry_in", delay, "class", ce.Class, "error", errMessage(ce))
+}
+
+// release hands the command back without counting an attempt: Run is
+// stopping, or NATS itself is in trouble.
+func (d *delivery) release(delay time.Duration) {
+	var err error
+	if delay > 0 {
+		err = d.msg.NakWithDelay(delay)
+	} else {
+		err = d.msg.Nak()
+	}
+	if err != nil {
+		d.log.Debug("outbox cannot nak a command; it returns after ack wait", "error", err)
+	}
+	d.o.untrack(d.it)
+}
+
+// succeed reports reply.sent, then acks. fresh is false when an earlier
+// delivery already sent every part and only the status and ack are missing.
+func (d *delivery) succeed(ctx context.Context, fresh bool) {
+	o := d.o
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+	defer cancel()
+	status := &normalize.ReplyStatus{ID: d.replyID, Attempts: d.marker.Attempts, PlatformIDs: d.marker.PlatformIDs}
+	if err := d.publishStatus(fctx, normalize.TypeReplySent, "sent", status); err != nil {
+		d.log.Warn("outbox cannot publish reply.sent; retrying later", "error", err)
+		d.release(o.opts.RetryBase)
+		return
+	}
+	d.settle(fctx, func() error { return d.msg.DoubleAck(fctx) })
+	if fresh {
+		o.obs.Sent(d.connector, len(d.marker.PlatformIDs), o.sinceStored(d.stored))
+	}
+	d.log.Debug("reply sent", "parts", len(d.marker.PlatformIDs), "attempt", d.marker.Attempts)
+}
+
+// fail dead-letters the command, reports reply.failed, then terminates it.
+func (d *delivery) fail(ctx context.Context, f failure) {
+	o := d.o
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+	defer cancel()
+	if f.Attempts == 0 {
+		f.Attempts = d.attempt
+	}
+	if f.At.IsZero() {
+		f.At = o.opts.Now().UTC()
+	}
+	if d.marker.Failed == nil {
+		d.marker.Failed = &f
+		// A redelivery then repeats this outcome; losing it only means the
+		// failure is worked out again.
+		_ = o.saveMarker(fctx, d.replyID, d.marker)
+	}
+	if err := d.deadLetter(fctx, f); err != nil {
+		d.log.Warn("outbox cannot dead-letter a command; retrying later", "error", err)
+		d.release(o.opts.RetryBase)
+		return
+	}
+	status := &normalize.ReplyStatus{ID: d.replyID, Attempts: f.Attempts, PlatformIDs: d.marker.PlatformIDs,
+		Error: &normalize.ReplyError{Code: f.Code, Message: f.Message, PlatformCode: f.PlatformCode, Attempts: f.Attempts}}
+	outcome := "failed"
+	if d.marker.Generation > 0 {
+		outcome += ":" + strconv.Itoa(d.marker.Generation)
+	}
+	if err := d.publishStatus(fctx, normalize.TypeReplyFailed, outcome, status); err != nil {
+		d.log.Warn("outbox cannot publish reply.failed; retrying later", "error", err)
+		d.release(o.opts.RetryBase)
+		return
+	}
+	d.settle(fctx, func() error { return d.msg.TermWithReason(clip(string(f.Code)+": "+f.Message, 256)) })
+	o.obs.DeadLettered(d.connector)
+	o.obs.Failed(d.connector, f.Code)
+	d.log.Warn("reply dead-lettered", "code", f.Code, "platform_code", f.PlatformCode, "attempt", f.Attempts, "reason", f.Message)
+}
+
+// settle ends the command with ack or term, clearing its conversation's
+// hold first when it may have had one.
+func (d *delivery) settle(ctx context.Context, end func() error) {
+	if d.numDelivered > 1 || d.marker.Attempts > 0 {
+		if err := clearHold(ctx, d.o.kv, d.it.queueKey, d.seq); err != nil {
+			d.log.Warn("outbox cannot clear the conversation hold", "error", err)
+		}
+	}
+	if err := end(); err != nil {
+		// The command comes back after AckWait; the marker makes that a
+		// repeat of this outcome.
+		d.log.Warn("outbox cannot settle a command", "error", err)
+	}
+	d.o.markSettled(d.seq)
+	d.o.untrack(d.it)
+}
+
+// statusConversation is the conversation the command's status belongs to:
+// the subject's, or the body's when the subject has none.
+func (d *delivery) statusConversation() normalize.ConversationID {
+	if normalize.ValidID("c_", d.info.Conversation) {
+		return normalize.ConversationID(d.info.Conversation)
+	}
+	if d.reply != nil {
+		return d.reply.ConversationID
+	}
+	var partial struct {
+		ConversationID string `json:"conversation_id"`
+	}
+	if json.Unmarshal(d.body, &partial) == nil && normalize.ValidID("c_", partial.ConversationID) {
+		return normalize.ConversationID(partial.ConversationID)
+	}
+	return ""
+}
+
+// publishStatus publishes a reply.sent or reply.failed event. A command
+// with no conversation or connector to speak of cannot have one.
+func (d *delivery) publishStatus(ctx context.Context, typ normalize.Type, outcome string, st *normalize.ReplyStatus) error {
+	o := d.o
+	conv := d.statusConversation()
+	if conv == "" || d.platform == "" || d.connector == "" {
+		d.log.Error("reply command names no conversation; its outcome is only in the dead-letter queue", "type", typ)
+		return nil
+	}
+	now := o.opts.Now().UTC()
+	c := &normalize.Conversation{ID: conv}
+	var window *time.Time
+	if e := d.entry; e != nil {
+		c = &normalize.Conversation{ID: conv, PlatformID: e.PlatformID, Kind: e.Kind, Title: e.Title, ThreadID: e.ThreadID}
+		window = e.WindowExpiresAt
+	}
+	ev := &normalize.Event{
+		ID:      normalize.StatusEventID(d.replyID, outcome),
+		Source:  normalize.Source(o.opts.Region, d.platform, d.connector),
+		Type:    typ,
+		Subject: conv,
+		Time:    now,
+		Data: normalize.Data{
+			Region: o.opts.Region, Platform: d.platform, Connector: d.connector,
+			Conversation: c, Reply: st, ReceivedAt: now, WindowExpiresAt: window,
+		},
+	}
+	data, err := normalize.Encode(ev)
+	if err != nil {
+		return fmt.Errorf("encoding status event: %w", err)
+	}
+	_, err = o.opts.Bus.Publish(ctx, bus.Message{
+		Subject: o.subj.Event(o.opts.Region, d.platform, d.connector, string(conv), typ.Kind()),
+		MsgID:   string(ev.ID),
+		Data:    data,
+	})
+	if err != nil {
+		return fmt.Errorf("publishing %s: %w", typ, err)
+	}
+	return nil
+}
+
+// errMessage is the human part of a classified error, without the class.
+func errMessage(ce *connectors.Error) string {
+	if ce.Err != nil {
+		return ce.Err.Error()
+	}
+	return ce.Error()
+}
+
+// clip shortens s to at most n bytes on a rune boundary and makes it fit a
+// header line.
+func clip(s string, n int) string {
+	s = strings.Map(func(r rune) rune {
+		if r == '\r' || r == '\n' {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+func utf8RuneStart(b byte) bool { return b&0xC0 != 0x80 }
+
+func (o *Outbox) sinceStored(t time.Time) time.Duration {
+	if t.IsZero() {
+		return 0
+	}
+	return max(time.Since(t), 0)
+}

@@ -1,0 +1,617 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/time/rate"
+
+	"github.com/parley-gateway/parley/connectors"
+	"github.com/parley-gateway/parley/internal/bus"
+	"github.com/parley-gateway/parley/internal/directory"
+	"github.com/parley-gateway/parley/normalize"
+)
+
+// ConsumerName is the durable pull consumer of the outbox on PARLEY_CMD_<R>.
+const ConsumerName = "outbox"
+
+// Defaults applied by New to zero fields of Options.
+const (
+	DefaultMaxAttempts    = 10
+	DefaultInProcessRetry = 10 * time.Second
+	DefaultRetryBase      = 2 * time.Second
+	DefaultRetryMax       = 10 * time.Minute
+	DefaultAckWait        = 30 * time.Second
+	DefaultMaxInFlight    = 256
+	// MaxAckPending bounds the commands one consumer holds at once, waiting
+	// ones included.
+	MaxAckPending = 10000
+)
+
+const (
+	// sendTimeout bounds one SendPart call; heartbeats keep the command
+	// alive meanwhile.
+	sendTimeout = 60 * time.Second
+	// finishTimeout bounds the bookkeeping of one outcome (marker, DLQ,
+	// status, ack), which runs to completion even during shutdown.
+	finishTimeout = 15 * time.Second
+	// drainTimeout bounds how long Run waits for in-flight sends once its
+	// context ended.
+	drainTimeout = sendTimeout + 2*finishTimeout
+	// turnPollMin and turnPollMax pace the checks of a command that waits
+	// for an earlier command of its conversation held elsewhere.
+	turnPollMin = 100 * time.Millisecond
+	turnPollMax = 5 * time.Second
+)
+
+// Sender is what the outbox needs of a connector: render a reply into
+// parts, send one part. connectors.Connector satisfies it.
+type Sender interface {
+	Plan(reply *normalize.Reply, to connectors.Address) ([]connectors.Part, error)
+	SendPart(ctx context.Context, to connectors.Address, part connectors.Part) (connectors.SentPart, error)
+}
+
+// Target is a connector enabled on this instance, as the outbox uses it.
+type Target struct {
+	Sender   Sender
+	Platform string
+	Limits   connectors.Limits
+}
+
+// Observer receives the outbox's outcomes, for metrics. Its methods are
+// called from many goroutines and must not block.
+type Observer interface {
+	// Sent: a reply was sent in parts messages, d after its command was
+	// stored.
+	Sent(connector string, parts int, d time.Duration)
+	// Failed: a reply ended in reply.failed with code.
+	Failed(connector string, code normalize.ErrorCode)
+	// Retried: a send failed with class and will be tried again.
+	Retried(connector string, class connectors.Class)
+	// DeadLettered: a command was copied to the dead-letter queue.
+	DeadLettered(connector string)
+}
+
+// Options configure an Outbox.
+type Options struct {
+	Region    string
+	Bus       *bus.Bus
+	Handles   *bus.Region // from Bus.Provision
+	Directory *directory.Store
+	// Lookup returns the connectors enabled on this instance.
+	Lookup func(connectorID string) (Target, bool)
+	Logger *slog.Logger
+	// Now is the clock of reply windows, not_after and event times.
+	// Default time.Now. Pacing and retry waits always use real time.
+	Now func() time.Time
+	// Observer receives outcomes; nil means none.
+	Observer Observer
+
+	// MaxAttempts is how many deliveries a retryable failure gets before
+	// the command is dead-lettered (default 10).
+	MaxAttempts int
+	// InProcessRetry is how long one delivery may spend waiting on
+	// in-process retries before a durable NakWithDelay (default 10s).
+	InProcessRetry time.Duration
+	// RetryBase and RetryMax shape the durable backoff: RetryBase*2^(n-1)
+	// with jitter, capped at RetryMax (defaults 2s and 10m).
+	RetryBase time.Duration
+	RetryMax  time.Duration
+	// AckWait is the consumer's ack wait (default 30s); held and waiting
+	// commands are kept alive with InProgress every AckWait/3.
+	AckWait time.Duration
+	// MaxInFlight bounds the SendPart calls in flight across all
+	// conversations (default 256).
+	MaxInFlight int
+}
+
+// Outbox delivers the reply commands of one region. Create it with New,
+// run it with Run.
+type Outbox struct {
+	opts Options
+	log  *slog.Logger
+	subj bus.Subjects
+	obs  Observer
+	kv   jetstream.KeyValue // parley_outbox_<r>: sent-markers and holds
+
+	sem   chan struct{} // bounds SendPart calls in flight
+	pacer *pacer
+
+	running atomic.Bool
+
+	mu       sync.Mutex
+	runCtx   context.Context // Run's context: ends waits, not in-flight sends
+	stopping bool
+	convs    map[string]*convQueue // active conversations by queue key
+	items    map[uint64]*item      // commands held, by stream sequence
+	limiters map[string]*rate.Limiter
+	// unsaved keeps markers whose KV write failed after a part was sent, so
+	// a redelivery to this process still skips that part.
+	unsaved map[string]marker
+	// settled remembers the last stream sequences this process acked or
+	// terminated (settledOrder is their FIFO).
+	settled      map[uint64]struct{}
+	settledOrder []uint64
+	wg           sync.WaitGroup
+
+	// afterPart, when set (tests only), runs after a part's marker is
+	// written; an error abandons the delivery as a crash would.
+	afterPart func(replyID string, part int) error
+}
+
+// New checks opts and returns an Outbox. It does no I/O.
+func New(opts Options) (*Outbox, error) {
+	var missing []string
+	if opts.Region == "" {
+		missing = append(missing, "region")
+	}
+	if opts.Bus == nil {
+		missing = append(missing, "bus")
+	}
+	if opts.Handles == nil || opts.Handles.Commands == nil || opts.Handles.Outbox == nil {
+		missing = append(missing, "handles (commands stream, outbox bucket)")
+	}
+	if opts.Directory == nil {
+		missing = append(missing, "directory")
+	}
+	if opts.Lookup == nil {
+		missing = append(missing, "lookup")
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("outbox options: missing %v", missing)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.MaxAttempts <= 0 {
+		opts.MaxAttempts = DefaultMaxAttempts
+	}
+	if opts.InProcessRetry <= 0 {
+		opts.InProcessRetry = DefaultInProcessRetry
+	}
+	if opts.RetryBase <= 0 {
+		opts.RetryBase = DefaultRetryBase
+	}
+	if opts.RetryMax <= 0 {
+		opts.RetryMax = DefaultRetryMax
+	}
+	if opts.RetryMax < opts.RetryBase {
+		opts.RetryMax = opts.RetryBase
+	}
+	if opts.AckWait <= 0 {
+		opts.AckWait = DefaultAckWait
+	}
+	if opts.AckWait < time.Second {
+		// InProgress every AckWait/3 must stay well above a round trip.
+		opts.AckWait = time.Second
+	}
+	if opts.MaxInFlight <= 0 {
+		opts.MaxInFlight = DefaultMaxInFlight
+	}
+	obs := opts.Observer
+	if obs == nil {
+		obs = nopObserver{}
+	}
+	return &Outbox{
+		opts:     opts,
+		log:      opts.Logger,
+		subj:     opts.Bus.Subjects(),
+		obs:      obs,
+		kv:       opts.Handles.Outbox,
+		sem:      make(chan struct{}, opts.MaxInFlight),
+		pacer:    newPacer(),
+		limiters: map[string]*rate.Limiter{},
+		unsaved:  map[string]marker{},
+	}, nil
+}
+
+// Run creates or updates the durable consumer "outbox" and delivers reply
+// commands until ctx ends. It then stops fetching, lets the sends in flight
+// finish and record their outcome, hands the commands it held but had not
+// started back to the stream (Nak) for another instance, and returns nil.
+// Trouble reaching NATS is retried and logged, never returned; an error
+// means Run was misused (called twice at once).
+func (o *Outbox) Run(ctx context.Context) error {
+	if !o.running.CompareAndSwap(false, true) {
+		return errors.New("outbox of region " + o.opts.Region + " is already running")
+	}
+	defer o.running.Store(false)
+
+	o.mu.Lock()
+	o.runCtx = ctx
+	o.stopping = false
+	o.convs = map[string]*convQueue{}
+	o.items = map[uint64]*item{}
+	o.mu.Unlock()
+
+	hbCtx, stopHeartbeats := context.WithCancel(context.WithoutCancel(ctx))
+	hbDone := make(chan struct{})
+	go func() {
+		defer close(hbDone)
+		o.heartbeats(hbCtx)
+	}()
+
+	o.log.Info("outbox starting", "region", o.opts.Region)
+	o.consume(ctx)
+
+	o.mu.Lock()
+	o.stopping = true
+	o.mu.Unlock()
+	drained := make(chan struct{})
+	go func() {
+		o.wg.Wait()
+		close(drained)
+	}()
+	var err error
+	select {
+	case <-drained:
+	case <-time.After(drainTimeout):
+		err = fmt.Errorf("outbox of region %s: in-flight sends still running after %s", o.opts.Region, drainTimeout)
+	}
+	stopHeartbeats()
+	<-hbDone
+	o.log.Info("outbox stopped", "region", o.opts.Region)
+	return err
+}
+
+// consume keeps a Consume subscription on the outbox consumer until ctx
+// ends, recreating the consumer when it fails or disappears.
+func (o *Outbox) consume(ctx context.Context) {
+	bo := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(200*time.Millisecond),
+		backoff.WithMaxInterval(30*time.Second),
+		backoff.WithMaxElapsedTime(0),
+	)
+	for ctx.Err() == nil {
+		cc, err := o.subscribe(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			wait := bo.NextBackOff()
+			o.log.Warn("outbox consumer unavailable", "error", err, "retry_in", wait)
+			if !sleep(ctx, wait) {
+				return
+			}
+			continue
+		}
+		bo.Reset()
+		select {
+		case <-ctx.Done():
+			cc.Stop()
+			select {
+			case <-cc.Closed():
+			case <-time.After(5 * time.Second):
+			}
+			return
+		case <-cc.Closed():
+			o.log.Warn("outbox consumer stopped; subscribing again")
+		}
+	}
+}
+
+func (o *Outbox) subscribe(ctx context.Context) (jetstream.ConsumeContext, error) {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cons, err := o.opts.Handles.Commands.CreateOrUpdateConsumer(cctx, jetstream.ConsumerConfig{
+		Durable:       ConsumerName,
+		Description:   "Parley outbox: delivers reply commands of region " + o.opts.Region,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       o.opts.AckWait,
+		MaxDeliver:    -1, // the outbox dead-letters by itself
+		MaxAckPending: MaxAckPending,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating consumer %s: %w", ConsumerName, err)
+	}
+	cc, err := cons.Consume(o.dispatch,
+		jetstream.PullMaxMessages(500),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			o.log.Warn("outbox consumer trouble", "error", err)
+		}))
+	if err != nil {
+		return nil, fmt.Errorf("consuming %s: %w", ConsumerName, err)
+	}
+	return cc, nil
+}
+
+// item is one command held by this process, from delivery until its
+// outcome (ack, nak or term). A redelivery of the same stream sequence
+// while it is held replaces msg: only the latest delivery can be acked.
+type item struct {
+	seq      uint64
+	queueKey string
+
+	mu  sync.Mutex
+	msg jetstream.Msg
+}
+
+func (it *item) current() jetstream.Msg {
+	it.mu.Lock()
+	defer it.mu.Unlock()
+	return it.msg
+}
+
+// convQueue holds the commands of one conversation, by stream sequence;
+// one goroutine works through it and exits when it is empty.
+type convQueue struct {
+	key    string
+	items  []*item       // ascending seq
+	notify chan struct{} // a command arrived (cap 1)
+}
+
+// dispatch runs on the consumer's goroutine: it only files the command
+// under its conversation, so it never blocks on a send.
+func (o *Outbox) dispatch(msg jetstream.Msg) {
+	md, err := msg.Metadata()
+	if err != nil {
+		// Not a JetStream delivery; nothing to order or ack.
+		o.log.Warn("outbox ignoring a message without jetstream metadata", "subject", msg.Subject(), "error", err)
+		return
+	}
+	seq := md.Sequence.Stream
+
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.stopping {
+		_ = msg.Nak()
+		return
+	}
+	if it, ok := o.items[seq]; ok {
+		it.mu.Lock()
+		it.msg = msg
+		it.mu.Unlock()
+		return
+	}
+	key := queueKey(msg.Subject())
+	it := &item{seq: seq, queueKey: key, msg: msg}
+	o.items[seq] = it
+	q, ok := o.convs[key]
+	if !ok {
+		q = &convQueue{key: key, notify: make(chan struct{}, 1)}
+		o.convs[key] = q
+		o.wg.Add(1)
+		go o.work(o.runCtx, q)
+	}
+	i, _ := slices.BinarySearchFunc(q.items, seq, func(x *item, s uint64) int {
+		switch {
+		case x.seq < s:
+			return -1
+		case x.seq > s:
+			return 1
+		}
+		return 0
+	})
+	q.items = slices.Insert(q.items, i, it)
+	select {
+	case q.notify <- struct{}{}:
+	default:
+	}
+}
+
+// queueKey is the conversation token of a command subject, or the subject
+// itself when it has none (such a command is invalid and fails on its own).
+func queueKey(subject string) string {
+	info, err := bus.ParseSubject(subject)
+	if err != nil || info.Class != bus.ClassCommand || info.Conversation == "" {
+		return "subject:" + subject
+	}
+	return info.Conversation
+}
+
+// untrack forgets a command once its outcome is settled.
+func (o *Outbox) untrack(it *item) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.items[it.seq] == it {
+		delete(o.items, it.seq)
+	}
+}
+
+// work delivers the commands of one conversation, lowest sequence first.
+func (o *Outbox) work(ctx context.Context, q *convQueue) {
+	defer o.wg.Done()
+	for {
+		o.mu.Lock()
+		if len(q.items) == 0 {
+			delete(o.convs, q.key)
+			o.mu.Unlock()
+			return
+		}
+		it := q.items[0]
+		stopping := o.stopping
+		o.mu.Unlock()
+
+		if stopping || ctx.Err() != nil {
+			o.releaseQueue(q)
+			return
+		}
+		o.deliver(ctx, q, it)
+		o.mu.Lock()
+		if i := slices.Index(q.items, it); i >= 0 && o.items[it.seq] != it {
+			q.items = slices.Delete(q.items, i, i+1)
+		}
+		o.mu.Unlock()
+	}
+}
+
+// releaseQueue hands every command of a queue back to the stream at once,
+// so another instance can take them while this one stops.
+func (o *Outbox) releaseQueue(q *convQueue) {
+	o.mu.Lock()
+	items := q.items
+	q.items = nil
+	delete(o.convs, q.key)
+	for _, it := range items {
+		if o.items[it.seq] == it {
+			delete(o.items, it.seq)
+		}
+	}
+	o.mu.Unlock()
+	for _, it := range items {
+		_ = it.current().Nak()
+	}
+}
+
+// isHead reports whether it is still the first command of its queue; a
+// redelivered earlier command may have arrived while it waited.
+func (o *Outbox) isHead(q *convQueue, it *item) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(q.items) > 0 && q.items[0] == it && !o.stopping
+}
+
+// heartbeats keeps every held command alive: waiting ones as well as the
+// ones being sent. InProgress resets the consumer's AckWait.
+func (o *Outbox) heartbeats(ctx context.Context) {
+	t := time.NewTicker(o.opts.AckWait / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		o.mu.Lock()
+		msgs := make([]jetstream.Msg, 0, len(o.items))
+		for _, it := range o.items {
+			msgs = append(msgs, it.current())
+		}
+		o.mu.Unlock()
+		for _, m := range msgs {
+			// An error means the command was settled meanwhile, or the
+			// connection is down; either way the next tick tries again.
+			_ = m.InProgress()
+		}
+		o.pacer.prune(time.Now())
+	}
+}
+
+// limiter returns the token bucket of a connector, or nil for unlimited.
+func (o *Outbox) limiter(connector string, l connectors.Limits) *rate.Limiter {
+	if l.PerAccount <= 0 {
+		return nil
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	lim, ok := o.limiters[connector]
+	if !ok {
+		lim = rate.NewLimiter(rate.Limit(l.PerAccount), max(l.Burst, 1))
+		o.limiters[connector] = lim
+	}
+	return lim
+}
+
+// acquire takes a send slot; it fails only when ctx ends.
+func (o *Outbox) acquire(ctx context.Context) error {
+	select {
+	case o.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (o *Outbox) release() { <-o.sem }
+
+// sleep waits d or until ctx ends; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Sent(string, int, time.Duration)    {}
+func (nopObserver) Failed(string, normalize.ErrorCode) {}
+func (nopObserver) Retried(string, connectors.Class)   {}
+func (nopObserver) DeadLettered(string)                {}
+
+// settledRing is how many recently settled stream sequences are remembered.
+const settledRing = 4096
+
+// markSettled remembers that seq was acked or terminated by this process.
+func (o *Outbox) markSettled(seq uint64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.settled == nil {
+		o.settled = make(map[uint64]struct{}, settledRing)
+		o.settledOrder = make([]uint64, 0, settledRing)
+	}
+	if len(o.settledOrder) == settledRing {
+		delete(o.settled, o.settledOrder[0])
+		o.settledOrder = o.settledOrder[1:]
+	}
+	o.settled[seq] = struct{}{}
+	o.settledOrder = append(o.settledOrder, seq)
+}
+
+func (o *Outbox) recentlySettled(seq uint64) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	_, ok := o.settled[seq]
+	return ok
+}
+
+// loadMarker reads a reply's marker, preferring this process's own record
+// when the last write of it failed.
+func (o *Outbox) loadMarker(ctx context.Context, replyID string) (marker, error) {
+	gctx, cancel := context.WithTimeout(ctx, finishTimeout)
+	defer cancel()
+	m, _, err := getMarker(gctx, o.kv, replyID)
+	o.mu.Lock()
+	u, ok := o.unsaved[replyID]
+	o.mu.Unlock()
+	if ok && (err != nil || len(u.PlatformIDs) > len(m.PlatformIDs) || u.Done && !m.Done) {
+		return u, nil
+	}
+	return m, err
+}
+
+// saveMarker writes a reply's marker, retrying within finishTimeout. When
+// it cannot, the marker is kept in memory so this process at least never
+// sends those parts again.
+func (o *Outbox) saveMarker(ctx context.Context, replyID string, m marker) bool {
+	m.PlatformIDs = slices.Clone(m.PlatformIDs)
+	bo := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(50*time.Millisecond),
+		backoff.WithMaxInterval(time.Second),
+		backoff.WithMaxElapsedTime(finishTimeout),
+	)
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+	defer cancel()
+	err := backoff.Retry(func() error {
+		actx, cancel := context.WithTimeout(wctx, 5*time.Second)
+		defer cancel()
+		return putMarker(actx, o.kv, replyID, m)
+	}, backoff.WithContext(bo, wctx))
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if err != nil {
+		o.unsaved[replyID] = m
+		return false
+	}
+	delete(o.unsaved, replyID)
+	return true
+}
