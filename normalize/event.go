@@ -81,6 +81,11 @@ type Data struct {
 
 	ReceivedAt      time.Time  `json:"received_at"`
 	WindowExpiresAt *time.Time `json:"window_expires_at"`
+
+	// Account is the platform account the event arrived on (a bot id, a
+	// page id, a phone number id). It is recorded in the conversation
+	// directory for replies and never published: ids already derive from it.
+	Account string `json:"-"`
 }
 
 // ConversationKind says what kind of chat a conversation is.

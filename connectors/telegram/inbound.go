@@ -73,17 +73,31 @@ type inWire struct {
 // is an error (the webhook answers 400). Unknown fields are ignored: Telegram
 // adds fields with every Bot API release.
 func parseUpdate(raw []byte) (*models.Update, error) {
-	var w inWire
-	if err := json.Unmarshal(raw, &w); err != nil {
+	var id struct {
+		UpdateID *int64 `json:"update_id"`
+	}
+	if err := json.Unmarshal(raw, &id); err != nil {
 		return nil, fmt.Errorf("decoding telegram update: %w", err)
 	}
-	if w.UpdateID == nil {
+	if id.UpdateID == nil {
 		return nil, errors.New("decoding telegram update: update_id missing")
 	}
+	var w inWire
+	if err := json.Unmarshal(raw, &w); err != nil {
+		// A well-formed update whose content this SDK version cannot decode
+		// (a reaction or member type newer than the SDK): it must not be
+		// refused, or Telegram redelivers it for ever and holds back the
+		// updates queued behind it.
+		return &models.Update{ID: *id.UpdateID}, fmt.Errorf("%w %d: %w", errUnreadableUpdate, *id.UpdateID, err)
+	}
 	u := w.Update
-	u.ID = *w.UpdateID
+	u.ID = *id.UpdateID
 	return &u, nil
 }
+
+// errUnreadableUpdate marks an update that is a well-formed JSON object
+// with an update_id but whose content cannot be decoded.
+var errUnreadableUpdate = errors.New("unreadable telegram update")
 
 // mapUpdate maps one update to canonical events. It does no I/O and never
 // panics; it fails only for an update that is structurally invalid (a
@@ -271,6 +285,7 @@ func (ic inboundContext) inEvent(typ normalize.Type, ch inChat, sender *normaliz
 			Conversation: ch.conv,
 			Sender:       sender,
 			ReceivedAt:   ic.ReceivedAt,
+			Account:      ic.BotID,
 			// Telegram has no reply window: WindowExpiresAt stays nil.
 		},
 	}

@@ -52,17 +52,24 @@ func (c *Connector) serveWebhook(w http.ResponseWriter, r *http.Request) {
 
 	c.stats.received.Add(1)
 	u, err := parseUpdate(body)
-	if err != nil {
+	if err != nil && !errors.Is(err, errUnreadableUpdate) {
 		c.stats.failed.Add(1)
 		c.log.Warn("refusing a malformed telegram update", "error", err)
 		writeJSONError(w, http.StatusBadRequest, "malformed update")
 		return
 	}
-	res, err := mapUpdate(c.inboundContext(), u)
+	var res inboundResult
+	if err == nil {
+		res, err = mapUpdate(c.inboundContext(), u)
+	}
 	if err != nil {
+		// The body is a real update Parley cannot turn into events. Refusing
+		// it would make Telegram redeliver it for ever and hold back every
+		// update behind it, so it is acknowledged, counted and reported at
+		// Error for an operator — the same as the poll loop skips it.
 		c.stats.failed.Add(1)
-		c.log.Warn("refusing a telegram update that cannot be mapped", "update_id", u.ID, "error", err)
-		writeJSONError(w, http.StatusBadRequest, "update cannot be mapped")
+		c.log.Error("skipping a telegram update that cannot be mapped", "update_id", u.ID, "error", err)
+		writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
 		return
 	}
 	if res.Ignored != "" {

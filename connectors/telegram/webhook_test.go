@@ -117,6 +117,20 @@ func TestWebhookContract(t *testing.T) {
 			wantStatus: http.StatusOK,
 		},
 		{
+			// Refusing it would make Telegram redeliver it for ever and hold
+			// back every update behind it; it is counted and logged instead.
+			name: "a well-formed update the SDK cannot decode is acknowledged and nothing stored", method: http.MethodPost, secret: testSecret,
+			body: func(*testing.T, *webhookEnv) []byte {
+				return []byte(`{"update_id": 8, "message_reaction": {"chat": {"id": 1, "type": "private"}, "message_id": 3, "date": 1763630000, "new_reaction": [{"type": "brand_new_kind"}]}}`)
+			},
+			wantStatus: http.StatusOK,
+		},
+		{
+			name: "a structurally broken update is acknowledged and nothing stored", method: http.MethodPost, secret: testSecret,
+			body:       func(*testing.T, *webhookEnv) []byte { return []byte(`{"update_id": 9, "message": {"message_id": 1, "date": 1763630000}}`) },
+			wantStatus: http.StatusOK,
+		},
+		{
 			name: "a body over the limit is refused with 413", method: http.MethodPost, secret: testSecret,
 			body: func(*testing.T, *webhookEnv) []byte {
 				return []byte(`{"update_id":1,"message":{"text":"` + strings.Repeat("a", maxUpdateBytes) + `"}}`)

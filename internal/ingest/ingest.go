@@ -44,7 +44,8 @@ type Options struct {
 	Platform  string
 	Connector string
 	// Account is the platform account recorded in the directory (the
-	// outbox's Address.Account). Empty leaves the directory's value alone.
+	// outbox's Address.Account) for events that do not name their own in
+	// Data.Account. Empty leaves the directory's value alone.
 	Account string
 	// Directory records each event's conversation; nil skips it (tests).
 	Directory *directory.Store
@@ -144,7 +145,11 @@ func (p *Publisher) Publish(ctx context.Context, events ...*normalize.Event) err
 		if ev.Subject == "" || ev.Data.Conversation == nil {
 			continue
 		}
-		if err := p.o.Directory.RecordInbound(ctx, ev, p.o.Account, p.o.ReplyWindow); err != nil {
+		account := ev.Data.Account
+		if account == "" {
+			account = p.o.Account
+		}
+		if err := p.o.Directory.RecordInbound(ctx, ev, account, p.o.ReplyWindow); err != nil {
 			// The events are stored but the directory does not know the
 			// conversation yet, so a reply could not be routed: let the
 			// platform redeliver; the repeated events are dropped as
