@@ -14,16 +14,17 @@ import (
 var examples embed.FS
 
 // Example returns a commented sample configuration: the top-level settings
-// and a connector for platform, or one for every platform when platform is
-// "" (WhatsApp appears twice, once per transport, whatever was asked).
+// and a connector for each named platform, or for every platform when none
+// is named (WhatsApp appears twice, once per transport).
 // Secrets in it are ${ENV_VAR} references. An unknown platform is an error.
-func Example(platform string) (string, error) {
-	names := platforms
-	if platform != "" {
+func Example(names ...string) (string, error) {
+	if len(names) == 0 || len(names) == 1 && names[0] == "" {
+		names = platforms
+	}
+	for _, platform := range names {
 		if !slices.Contains(platforms, platform) {
 			return "", fmt.Errorf("unknown platform %q (want one of %s)", platform, strings.Join(platforms, ", "))
 		}
-		names = []string{platform}
 	}
 	var b strings.Builder
 	for _, name := range append([]string{"header"}, names...) {

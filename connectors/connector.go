@@ -237,3 +237,17 @@ type MediaInfo struct {
 type MediaFetcher interface {
 	FetchMedia(ctx context.Context, ref string) (io.ReadCloser, MediaInfo, error)
 }
+
+// InboundStats counts the platform updates a connector has seen since it
+// was built.
+type InboundStats struct {
+	Received uint64 // every update, whatever became of it
+	Ignored  uint64 // of a kind Parley does not map: acknowledged, nothing stored
+	Failed   uint64 // malformed or unmappable: refused or skipped, and logged
+}
+
+// InboundCounter is implemented by connectors that count their inbound
+// updates; the counts are exported as metrics.
+type InboundCounter interface {
+	InboundStats() InboundStats
+}

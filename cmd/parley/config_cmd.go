@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/parley-gateway/parley/config"
+	"github.com/parley-gateway/parley/connectors/registry"
 )
 
 func runConfig(ctx context.Context, env *cliEnv, args []string) error {
@@ -68,7 +70,21 @@ func runConfigExample(env *cliEnv, args []string) error {
 	if fs.NArg() > 1 {
 		return usagef("config example takes at most one platform")
 	}
-	out, err := config.Example(fs.Arg(0))
+	var built []string
+	for _, d := range registry.All() {
+		built = append(built, d.Platform)
+	}
+	names := built
+	if p := fs.Arg(0); p != "" {
+		if !slices.Contains(config.Platforms(), p) {
+			return usagef("unknown platform %q (this binary has: %s)", p, strings.Join(built, ", "))
+		}
+		if !slices.Contains(built, p) {
+			return usagef("the %s connector is not built into this binary yet (it has: %s)", p, strings.Join(built, ", "))
+		}
+		names = []string{p}
+	}
+	out, err := config.Example(names...)
 	if err != nil {
 		return usageError{err}
 	}

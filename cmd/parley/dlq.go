@@ -6,22 +6,23 @@ import (
 	"strconv"
 	"text/tabwriter"
 
+	"github.com/parley-gateway/parley/internal/bus"
 	"github.com/parley-gateway/parley/outbox"
 )
 
 func runDLQ(ctx context.Context, env *cliEnv, args []string) error {
 	if len(args) == 0 {
-		return usagef("dlq needs a subcommand: list | replay SEQ... | purge SEQ...")
+		return usagef("dlq needs a subcommand: list | replay ID... | purge ID...")
 	}
 	sub := args[0]
 	if sub == "-h" || sub == "--help" || sub == "help" {
-		fmt.Fprintln(env.stderr, "Usage: parley dlq list [--config FILE] [--region R]\n       parley dlq replay [--region R] SEQ...\n       parley dlq purge [--region R] SEQ...")
+		fmt.Fprintln(env.stderr, "Usage: parley dlq list [--config FILE] [--region R]\n       parley dlq replay [--region R] ID...\n       parley dlq purge [--region R] ID...   (ID: a reply id or a sequence number from `dlq list`)")
 		return nil
 	}
 	if sub != "list" && sub != "replay" && sub != "purge" {
 		return usagef("unknown dlq subcommand %q (list | replay | purge)", sub)
 	}
-	fs := newFlags(env, "dlq "+sub, "dlq "+sub+" [--config FILE] [--region R] [SEQ...]")
+	fs := newFlags(env, "dlq "+sub, "dlq "+sub+" [--config FILE] [--region R] [ID...]")
 	cfgPath := configFlag(fs, env)
 	regionFlag := fs.String("region", "", "the `region` whose dead-letter queue to use (default: every configured region for list; required with several regions otherwise)")
 	if err := parseFlags(fs, args[1:]); err != nil {
@@ -35,17 +36,10 @@ func runDLQ(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	var seqs []uint64
-	for _, a := range fs.Args() {
-		n, err := strconv.ParseUint(a, 10, 64)
-		if err != nil || n == 0 {
-			return usagef("%q is not a dead-letter sequence number (see `parley dlq list`)", a)
-		}
-		seqs = append(seqs, n)
-	}
+	ids := fs.Args()
 	if sub != "list" {
-		if len(seqs) == 0 {
-			return usagef("dlq %s needs at least one sequence number", sub)
+		if len(ids) == 0 {
+			return usagef("dlq %s needs at least one reply id or sequence number (see `parley dlq list`)", sub)
 		}
 		if len(regions) != 1 {
 			return usagef("dlq %s: pass --region (one of the configured regions)", sub)
@@ -57,8 +51,8 @@ func runDLQ(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	defer b.Close(context.Background())
 	for _, r := range regions {
-		if _, err := b.Provision(ctx, r); err != nil {
-			return err
+		if _, err := b.JS().Stream(ctx, bus.StreamName("DLQ", r)); err != nil {
+			return fmt.Errorf("region %s has no dead-letter queue (has `parley serve` run with this config?): %w", r, err)
 		}
 	}
 
@@ -83,15 +77,46 @@ func runDLQ(ctx context.Context, env *cliEnv, args []string) error {
 		}
 		fmt.Fprintf(env.stdout, "%d dead-lettered replies\n", n)
 	case "replay":
+		seqs, err := resolveDLQ(ctx, b, regions[0], ids)
+		if err != nil {
+			return err
+		}
 		if err := outbox.Replay(ctx, b, regions[0], seqs...); err != nil {
 			return err
 		}
-		fmt.Fprintf(env.stdout, "re-queued %d replies\n", len(seqs))
+		fmt.Fprintf(env.stdout, "re-queued %d replies\n", len(ids))
 	case "purge":
+		seqs, err := resolveDLQ(ctx, b, regions[0], ids)
+		if err != nil {
+			return err
+		}
 		if err := outbox.Purge(ctx, b, regions[0], seqs...); err != nil {
 			return err
 		}
-		fmt.Fprintf(env.stdout, "purged %d replies\n", len(seqs))
+		fmt.Fprintf(env.stdout, "purged %d replies\n", len(ids))
 	}
 	return nil
+}
+
+// resolveDLQ turns each argument — a reply id, or a dead-letter sequence
+// number as `dlq list` shows — into the sequence number of a dead letter.
+func resolveDLQ(ctx context.Context, b *bus.Bus, region string, ids []string) ([]uint64, error) {
+	list, err := outbox.ListDLQ(ctx, b, region)
+	if err != nil {
+		return nil, err
+	}
+	seqs := make([]uint64, 0, len(ids))
+	for _, id := range ids {
+		var found uint64
+		for _, d := range list {
+			if d.ReplyID == id || strconv.FormatUint(d.Seq, 10) == id {
+				found = d.Seq
+			}
+		}
+		if found == 0 {
+			return nil, usagef("no dead-lettered reply %q in region %s (see `parley dlq list`)", id, region)
+		}
+		seqs = append(seqs, found)
+	}
+	return seqs, nil
 }

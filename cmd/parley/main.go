@@ -57,7 +57,7 @@ func commands() []command {
 		{"config", "check a configuration, or print an example (config check | config example [PLATFORM])", runConfig},
 		{"tail", "follow canonical events live", runTail},
 		{"reply", "send a reply and wait for its delivery status", runReply},
-		{"dlq", "inspect and re-queue dead-lettered replies (dlq list | replay SEQ... | purge SEQ...)", runDLQ},
+		{"dlq", "inspect and re-queue dead-lettered replies (dlq list | replay ID... | purge ID...)", runDLQ},
 		{"version", "print version information", runVersion},
 	}
 }

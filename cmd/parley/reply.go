@@ -52,11 +52,11 @@ func runReply(ctx context.Context, env *cliEnv, args []string) error {
 	var region string
 	var entry *directory.Entry
 	for _, reg := range cfg.Regions() {
-		h, err := b.Provision(ctx, reg)
+		kv, err := b.JS().KeyValue(ctx, bus.BucketName("directory", reg))
 		if err != nil {
-			return err
+			return fmt.Errorf("region %s has no conversation directory (has `parley serve` run with this config?): %w", reg, err)
 		}
-		dir := directory.New(h.Directory, reg)
+		dir := directory.New(kv, reg)
 		e, _, err := dir.Get(ctx, r.ConversationID)
 		if errors.Is(err, directory.ErrUnknown) {
 			continue

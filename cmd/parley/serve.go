@@ -30,7 +30,9 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	log := newLogger(env.stderr, cfg.Log)
 	var regions []string
 	if *regionList != "" {
-		regions = strings.Split(*regionList, ",")
+		if regions, err = pickRegions(cfg, *regionList); err != nil {
+			return err
+		}
 	}
 	a, err := app.New(ctx, cfg, app.Options{Regions: regions, Logger: log})
 	if err != nil {

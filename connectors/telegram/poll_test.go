@@ -130,8 +130,8 @@ func TestPollingSkipsAnUpdateThatCannotBeMapped(t *testing.T) {
 	if got := texts(evs); !slices.Equal(got, []string{"kept"}) {
 		t.Errorf("stored %q, want only the valid update", got)
 	}
-	if st := c.Stats(); st.Failed != 1 || st.Received != 2 {
-		t.Errorf("Stats() = %+v, want 2 received, 1 failed", st)
+	if st := c.InboundStats(); st.Failed != 1 || st.Received != 2 {
+		t.Errorf("InboundStats() = %+v, want 2 received, 1 failed", st)
 	}
 }
 

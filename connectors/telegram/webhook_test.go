@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-telegram/bot/models"
 
+	"github.com/parley-gateway/parley/connectors"
 	"github.com/parley-gateway/parley/connectors/connectortest"
 	"github.com/parley-gateway/parley/connectors/telegram/telegramsim"
 	"github.com/parley-gateway/parley/normalize"
@@ -127,7 +128,9 @@ func TestWebhookContract(t *testing.T) {
 		},
 		{
 			name: "a structurally broken update is acknowledged and nothing stored", method: http.MethodPost, secret: testSecret,
-			body:       func(*testing.T, *webhookEnv) []byte { return []byte(`{"update_id": 9, "message": {"message_id": 1, "date": 1763630000}}`) },
+			body: func(*testing.T, *webhookEnv) []byte {
+				return []byte(`{"update_id": 9, "message": {"message_id": 1, "date": 1763630000}}`)
+			},
 			wantStatus: http.StatusOK,
 		},
 		{
@@ -262,9 +265,9 @@ func TestWebhookStatsCountWhatArrived(t *testing.T) {
 	w.post(t, http.MethodPost, testSecret, []byte(`{"update_id": 31, "poll": {"id": "p1"}}`))
 	w.post(t, http.MethodPost, testSecret, []byte(`not json`))
 	w.post(t, http.MethodPost, "forged", textUpdate(t, w.sim, 32, "hi"))
-	want := InboundStats{Received: 3, Ignored: 1, Failed: 1}
-	if got := w.c.Stats(); got != want {
-		t.Errorf("Stats() = %+v, want %+v", got, want)
+	want := connectors.InboundStats{Received: 3, Ignored: 1, Failed: 1}
+	if got := w.c.InboundStats(); got != want {
+		t.Errorf("InboundStats() = %+v, want %+v", got, want)
 	}
 }
 

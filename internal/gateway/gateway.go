@@ -115,12 +115,14 @@ type ConnectorStatus struct {
 	LeaseHeld bool            `json:"lease_held"`
 }
 
-// Healthy reports whether the connector counts as up for readiness:
-// running, degraded (it still takes traffic and retries inside), or on
-// standby behind another instance's lease.
+// Healthy reports whether the connector counts as ready (CONTRACT §3:
+// /readyz is 200 only while every enabled connector is running). Standby
+// counts: the connector runs on the instance holding its lease, and this
+// instance still serves its webhooks and replies. Degraded does not: the
+// operator must see it, and a platform's retries cover the time it lasts.
 func (s ConnectorStatus) Healthy() bool {
 	switch s.State {
-	case normalize.StateRunning, normalize.StateDegraded, StateStandby:
+	case normalize.StateRunning, StateStandby:
 		return true
 	}
 	return false
@@ -259,6 +261,11 @@ func (g *Gateway) build(s Spec) (u *unit, err error) {
 	}
 	if wc, ok := conn.(connectors.WebhookConnector); ok {
 		u.webhook = wc.Webhook()
+	}
+	if ic, ok := conn.(connectors.InboundCounter); ok {
+		if err := g.o.Metrics.RegisterInbound(s.ID, ic.InboundStats); err != nil {
+			return nil, err
+		}
 	}
 	return u, nil
 }

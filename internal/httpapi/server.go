@@ -272,8 +272,11 @@ func (s *Server) postReply(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", "5")
 		writeError(w, http.StatusServiceUnavailable, "not_durable", "the outbox cannot store replies right now; retry")
 	case err != nil:
+		// Whatever else failed (the directory unreachable, a timeout) is
+		// passing: the helpdesk must retry, as after 503.
 		s.opts.Logger.Error("submitting reply", "reply_id", reply.ID, "error", err, "request_id", RequestID(r.Context()))
-		writeError(w, http.StatusInternalServerError, "internal", "internal error")
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "the outbox cannot take replies right now; retry")
 	default:
 		out := map[string]any{"id": reply.ID, "conversation_id": reply.ConversationID}
 		if dup {

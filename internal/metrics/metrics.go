@@ -14,6 +14,7 @@
 package metrics
 
 import (
+	"fmt"
 	"net/http"
 	"strconv"
 	"sync"
@@ -35,7 +36,6 @@ type Metrics struct {
 	eventsDuplicate *prometheus.CounterVec
 	publishFailures *prometheus.CounterVec
 	webhookRequests *prometheus.CounterVec
-	inboundIgnored  *prometheus.CounterVec
 
 	outboxSent         *prometheus.CounterVec
 	outboxParts        *prometheus.CounterVec
@@ -69,8 +69,6 @@ func New() *Metrics {
 			"Publish calls that could not store their events (the platform was not acknowledged).", "region", "connector"),
 		webhookRequests: counter("parley_webhook_requests_total",
 			"Webhook requests by connector and HTTP status code.", "connector", "code"),
-		inboundIgnored: counter("parley_inbound_ignored_total",
-			"Inbound platform updates deliberately not turned into events.", "connector", "reason"),
 
 		outboxSent: counter("parley_outbox_sent_total",
 			"Reply commands delivered (reply.sent).", "region", "connector"),
@@ -102,7 +100,7 @@ func New() *Metrics {
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.eventsPublished, m.eventsDuplicate, m.publishFailures, m.webhookRequests, m.inboundIgnored,
+		m.eventsPublished, m.eventsDuplicate, m.publishFailures, m.webhookRequests,
 		m.outboxSent, m.outboxParts, m.outboxFailed, m.outboxRetries, m.outboxDeadLettered, m.outboxSendSeconds,
 		m.mediaStored, m.mediaFailed, m.connectorState,
 	)
@@ -160,13 +158,30 @@ func (m *Metrics) WebhookAnswered(connector string, code int) {
 	m.webhookRequests.WithLabelValues(connector, strconv.Itoa(code)).Inc()
 }
 
-// InboundIgnored counts one platform update deliberately dropped; reason is
-// a short fixed word such as "own_message" or "unsupported".
-func (m *Metrics) InboundIgnored(connector, reason string) {
+// RegisterInbound exports a connector's inbound counters as
+// parley_inbound_{received,ignored,failed}_total{connector}, read when
+// scraped. Registering the same connector twice is an error.
+func (m *Metrics) RegisterInbound(connector string, stats func() connectors.InboundStats) error {
 	if m == nil {
-		return
+		return nil
 	}
-	m.inboundIgnored.WithLabelValues(connector, reason).Inc()
+	labels := prometheus.Labels{"connector": connector}
+	for _, c := range []struct {
+		name, help string
+		value      func(connectors.InboundStats) uint64
+	}{
+		{"parley_inbound_received_total", "Platform updates a connector received.", func(s connectors.InboundStats) uint64 { return s.Received }},
+		{"parley_inbound_ignored_total", "Platform updates of kinds Parley does not map (acknowledged, nothing stored).", func(s connectors.InboundStats) uint64 { return s.Ignored }},
+		{"parley_inbound_failed_total", "Platform updates refused as malformed or skipped as unmappable.", func(s connectors.InboundStats) uint64 { return s.Failed }},
+	} {
+		value := c.value
+		f := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: c.name, Help: c.help, ConstLabels: labels},
+			func() float64 { return float64(value(stats())) })
+		if err := m.reg.Register(f); err != nil {
+			return fmt.Errorf("registering %s for %s: %w", c.name, connector, err)
+		}
+	}
+	return nil
 }
 
 // OutboxSent counts one delivered reply of parts platform messages that took d.

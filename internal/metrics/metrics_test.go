@@ -63,12 +63,18 @@ func TestMetricsExposition(t *testing.T) {
 			record: func(m *metrics.Metrics) {
 				m.WebhookAnswered("fb", 200)
 				m.WebhookAnswered("fb", 503)
-				m.InboundIgnored("fb", "own_message")
+				if err := m.RegisterInbound("fb", func() connectors.InboundStats {
+					return connectors.InboundStats{Received: 5, Ignored: 2, Failed: 1}
+				}); err != nil {
+					panic(err)
+				}
 			},
 			want: []string{
+				`parley_inbound_received_total{connector="fb"} 5`,
+				`parley_inbound_ignored_total{connector="fb"} 2`,
+				`parley_inbound_failed_total{connector="fb"} 1`,
 				`parley_webhook_requests_total{code="200",connector="fb"} 1`,
 				`parley_webhook_requests_total{code="503",connector="fb"} 1`,
-				`parley_inbound_ignored_total{connector="fb",reason="own_message"} 1`,
 			},
 		},
 		{
@@ -131,7 +137,7 @@ func TestNilMetricsRecordNothing(t *testing.T) {
 	m.EventDuplicate("eu", "telegram", "tg", normalize.TypeMessageReceived)
 	m.PublishFailed("eu", "tg")
 	m.WebhookAnswered("tg", 200)
-	m.InboundIgnored("tg", "x")
+	_ = m.RegisterInbound("tg", func() connectors.InboundStats { return connectors.InboundStats{} })
 	m.OutboxSent("eu", "tg", 1, time.Second)
 	m.OutboxFailed("eu", "tg", normalize.ErrExpired)
 	m.OutboxRetried("eu", "tg", connectors.ClassTransient)
