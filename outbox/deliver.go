@@ -41,8 +41,10 @@ type delivery struct {
 	reply   *normalize.Reply // nil when invalid
 	invalid error
 
-	marker  marker
-	attempt int
+	marker         marker
+	prevDeliveries int // deliveries recorded before this one
+	delivery       int // this delivery's number, from 1; MaxAttempts bounds it
+	tries          int // tries of the reply so far, this one included: what status events report
 
 	entry     *directory.Entry // nil until looked up, or when unknown
 	platform  string
@@ -190,6 +192,10 @@ func (o *Outbox) earlierPending(ctx context.Context, d *delivery) (uint64, error
 func (d *delivery) run(ctx context.Context) {
 	o := d.o
 	m, err := o.loadMarker(ctx, d.replyID)
+	if err != nil && ctx.Err() != nil {
+		d.handBack()
+		return
+	}
 	if err != nil && d.invalid == nil {
 		// Sending without knowing what was sent could send twice.
 		d.log.Warn("outbox cannot read the sent-marker; retrying later", "error", err)
@@ -197,7 +203,9 @@ func (d *delivery) run(ctx context.Context) {
 		return
 	}
 	d.marker = m
-	d.attempt = max(m.Attempts+1, d.numDelivered)
+	d.prevDeliveries = m.Deliveries
+	d.delivery = o.deliveryNumber(m.Deliveries, d.numDelivered)
+	d.tries = m.Attempts + 1
 
 	switch {
 	case m.Done:
@@ -223,6 +231,9 @@ func (d *delivery) run(ctx context.Context) {
 	case errors.Is(err, directory.ErrUnknown):
 		d.fail(ctx, failure{Code: normalize.ErrUnknownConversation, Message: "conversation " + string(r.ConversationID) + " is not in the directory"})
 		return
+	case err != nil && ctx.Err() != nil:
+		d.handBack()
+		return
 	case err != nil:
 		d.log.Warn("outbox cannot read the conversation directory; retrying later", "error", err)
 		d.release(o.opts.RetryBase)
@@ -247,7 +258,7 @@ func (d *delivery) run(ctx context.Context) {
 		d.retryLater(ctx, &connectors.Error{
 			Class: connectors.ClassTransient, Code: normalize.ErrPlatformError,
 			Err: fmt.Errorf("connector %s not running", d.connector),
-		}, o.backoffDelay(d.attempt))
+		}, o.backoffDelay(d.delivery))
 		return
 	}
 	if w := tgt.Limits.ReplyWindow; w > 0 {
@@ -300,17 +311,17 @@ func (d *delivery) send(ctx context.Context, tgt Target, parts []connectors.Part
 	for i := len(d.marker.PlatformIDs); i < len(parts); i++ {
 		for {
 			if !o.pacer.wait(ctx, conv) {
-				d.release(0)
+				d.handBack()
 				return
 			}
 			if lim != nil {
 				if err := lim.Wait(ctx); err != nil {
-					d.release(0)
+					d.handBack()
 					return
 				}
 			}
 			if err := o.acquire(ctx); err != nil {
-				d.release(0)
+				d.handBack()
 				return
 			}
 			// The send finishes even when Run stops: its outcome must be
@@ -325,7 +336,7 @@ func (d *delivery) send(ctx context.Context, tgt Target, parts []connectors.Part
 
 			if err == nil {
 				d.marker.PlatformIDs = append(d.marker.PlatformIDs, sent.PlatformID)
-				d.marker.Attempts = d.attempt
+				d.record()
 				d.marker.Done = len(d.marker.PlatformIDs) >= len(parts)
 				if !o.saveMarker(ctx, d.replyID, d.marker) {
 					d.log.Warn("outbox cannot record a sent part; retrying later", "part", i)
@@ -339,7 +350,7 @@ func (d *delivery) send(ctx context.Context, tgt Target, parts []connectors.Part
 					}
 				}
 				if !d.marker.Done && ctx.Err() != nil {
-					d.release(0) // stopping between parts: the rest goes elsewhere
+					d.handBack() // stopping between parts: the rest goes elsewhere
 					return
 				}
 				bo.Reset()
@@ -365,8 +376,9 @@ func (d *delivery) send(ctx context.Context, tgt Target, parts []connectors.Part
 				if ctx.Err() == nil && waited+wait <= o.opts.InProcessRetry {
 					o.obs.Retried(d.connector, ce.Class)
 					waited += wait
+					d.tries++
 					if !sleep(ctx, wait) {
-						d.release(wait)
+						d.release(wait) // the hint still holds for the next instance
 						return
 					}
 					continue
@@ -378,18 +390,40 @@ func (d *delivery) send(ctx context.Context, tgt Target, parts []connectors.Part
 				if ctx.Err() == nil && next != backoff.Stop && waited+next <= o.opts.InProcessRetry {
 					o.obs.Retried(d.connector, ce.Class)
 					waited += next
+					d.tries++
 					if !sleep(ctx, next) {
-						d.release(0)
+						d.handBack()
 						return
 					}
 					continue
 				}
-				d.retryLater(ctx, ce, o.backoffDelay(d.attempt))
+				d.retryLater(ctx, ce, o.backoffDelay(d.delivery))
 				return
 			}
 		}
 	}
 	d.succeed(ctx, true)
+}
+
+// deliveryNumber numbers a delivery from the deliveries recorded in the
+// sent-marker, which survive restarts and count only deliveries that
+// tried (not the redeliveries of commands that merely waited for their
+// turn or were handed back at shutdown). NumDelivered is the safety net: a
+// command redelivered many more times than it has recorded keeps crashing
+// or losing its marker writes, so it is treated as out of attempts and
+// dead-lettered at its next retryable failure instead of looping for ever.
+func (o *Outbox) deliveryNumber(recorded, numDelivered int) int {
+	n := recorded + 1
+	if unrecorded := numDelivered - 1 - recorded; unrecorded > 100*o.opts.MaxAttempts {
+		n = max(n, o.opts.MaxAttempts)
+	}
+	return n
+}
+
+// record copies this delivery's counts into the marker before a write.
+func (d *delivery) record() {
+	d.marker.Attempts = d.tries
+	d.marker.Deliveries = d.delivery
 }
 
 // backoffDelay is the durable retry delay after attempt n:
@@ -408,19 +442,19 @@ func (o *Outbox) backoffDelay(n int) time.Duration {
 // after delay, or dead-letters it when its attempts are used up.
 func (d *delivery) retryLater(ctx context.Context, ce *connectors.Error, delay time.Duration) {
 	o := d.o
-	if d.attempt >= o.opts.MaxAttempts {
+	if d.delivery >= o.opts.MaxAttempts {
 		code := normalize.ErrPlatformError
 		if ce.Class == connectors.ClassRetryAfter {
 			code = normalize.ErrRateLimited
 		}
 		d.fail(ctx, failure{Code: code, PlatformCode: ce.PlatformCode,
-			Message: fmt.Sprintf("%s (gave up after %d attempts)", errMessage(ce), d.attempt)})
+			Message: fmt.Sprintf("%s (gave up after %d tries in %d deliveries)", errMessage(ce), d.tries, d.delivery)})
 		return
 	}
 	o.obs.Retried(d.connector, ce.Class)
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
 	defer cancel()
-	d.marker.Attempts = d.attempt
+	d.record()
 	if !o.saveMarker(fctx, d.replyID, d.marker) {
 		d.log.Warn("outbox cannot record the attempt count")
 	}
@@ -432,8 +466,12 @@ func (d *delivery) retryLater(ctx context.Context, ce *connectors.Error, delay t
 		d.log.Warn("outbox cannot nak a command", "error", err)
 	}
 	o.untrack(d.it)
-	d.log.Debug("retrying later", "attempt", d.attempt, "retry_in", delay, "class", ce.Class, "error", errMessage(ce))
+	d.log.Debug("retrying later", "attempt", d.tries, "delivery", d.delivery, "retry_in", delay, "class", ce.Class, "error", errMessage(ce))
 }
+
+// handBack returns the command to the stream because Run is stopping;
+// another instance (or this one after a restart) takes it shortly.
+func (d *delivery) handBack() { d.release(handBackDelay) }
 
 // release hands the command back without counting an attempt: Run is
 // stopping, or NATS itself is in trouble.
@@ -475,12 +513,13 @@ func (d *delivery) fail(ctx context.Context, f failure) {
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
 	defer cancel()
 	if f.Attempts == 0 {
-		f.Attempts = d.attempt
+		f.Attempts = d.tries
 	}
 	if f.At.IsZero() {
 		f.At = o.opts.Now().UTC()
 	}
 	if d.marker.Failed == nil {
+		d.record()
 		d.marker.Failed = &f
 		// A redelivery then repeats this outcome; losing it only means the
 		// failure is worked out again.
@@ -511,7 +550,7 @@ func (d *delivery) fail(ctx context.Context, f failure) {
 // settle ends the command with ack or term, clearing its conversation's
 // hold first when it may have had one.
 func (d *delivery) settle(ctx context.Context, end func() error) {
-	if d.numDelivered > 1 || d.marker.Attempts > 0 {
+	if d.numDelivered > 1 || d.prevDeliveries > 0 {
 		if err := clearHold(ctx, d.o.kv, d.it.queueKey, d.seq); err != nil {
 			d.log.Warn("outbox cannot clear the conversation hold", "error", err)
 		}

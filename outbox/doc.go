@@ -12,9 +12,14 @@
 //     a work-queue message disappears only once acknowledged or terminated,
 //     so an earlier one still present — waiting out a NakWithDelay, held by
 //     another instance, or left behind by a crash — makes the later one
-//     wait. This holds across restarts and across instances. Other
-//     conversations proceed in parallel, and a conversation waiting on a
-//     rate limit or a retry never stalls them.
+//     wait. This holds across restarts and across instances. When the head
+//     of a conversation is handed back with NakWithDelay, a hold
+//     ("hold.<conversation>" = its stream sequence) is recorded in the
+//     outbox bucket for operators; it is removed when that command ends.
+//     Other conversations proceed in parallel, and a conversation waiting on
+//     a rate limit or a retry never stalls them: at most a hundred commands
+//     of one conversation are held in memory, the rest wait in the stream,
+//     so one busy conversation cannot use up the consumer's MaxAckPending.
 //   - A part is never sent twice because of a retry that Parley could have
 //     known had succeeded: the platform id of each part is recorded in a
 //     sent-marker (KV parley_outbox_<r>, key "sent.<reply>") right after the

@@ -22,8 +22,12 @@ type marker struct {
 	// PlatformIDs holds the platform id of every part sent so far, in
 	// order; part i was sent iff i < len(PlatformIDs).
 	PlatformIDs []string `json:"platform_ids"`
-	// Attempts counts the deliveries tried, across restarts.
+	// Attempts counts the tries of the reply across restarts: each
+	// delivery that tried, plus each in-process retry. Status events
+	// report it.
 	Attempts int `json:"attempts"`
+	// Deliveries counts the deliveries that tried; MaxAttempts bounds it.
+	Deliveries int `json:"deliveries"`
 	// Done is set once every part is sent.
 	Done bool `json:"done"`
 	// Generation counts replays from the dead-letter queue; it keeps the
@@ -88,6 +92,7 @@ func resetMarker(ctx context.Context, kv jetstream.KeyValue, replyID string) err
 		}
 		m.Failed = nil
 		m.Attempts = 0
+		m.Deliveries = 0
 		m.Generation++
 		b, err := json.Marshal(m)
 		if err != nil {

@@ -50,6 +50,21 @@ const (
 	// for an earlier command of its conversation held elsewhere.
 	turnPollMin = 100 * time.Millisecond
 	turnPollMax = 5 * time.Second
+	// pullExpiry and pullHeartbeat bound how long the consumer can sit idle
+	// when a pull request is lost: under load, nats-server 2.15.2 was seen
+	// to drop a Consume pull request without a status, leaving the client
+	// waiting for messages that never come until the request's heartbeats
+	// are missed (2×heartbeat). The library's default heartbeat (15s) made
+	// that a 30s stall; 1s makes it 2s.
+	pullExpiry    = 5 * time.Second
+	pullHeartbeat = time.Second
+	// maxHeldPerConversation bounds the commands of one conversation held
+	// in memory (and counted in MaxAckPending) at once.
+	maxHeldPerConversation = 100
+	// handBackDelay is the NakWithDelay of commands handed back at
+	// shutdown: long enough that this instance's last pull does not take
+	// them again, short enough that another instance resumes at once.
+	handBackDelay = time.Second
 )
 
 // Sender is what the outbox needs of a connector: render a reply into
@@ -96,7 +111,10 @@ type Options struct {
 	Observer Observer
 
 	// MaxAttempts is how many deliveries a retryable failure gets before
-	// the command is dead-lettered (default 10).
+	// the command is dead-lettered (default 10). In-process retries within
+	// one delivery do not count against it, but they do count in the
+	// "attempts" that status events and dead letters report (every try of
+	// the reply).
 	MaxAttempts int
 	// InProcessRetry is how long one delivery may spend waiting on
 	// in-process retries before a durable NakWithDelay (default 10s).
@@ -122,8 +140,9 @@ type Outbox struct {
 	obs  Observer
 	kv   jetstream.KeyValue // parley_outbox_<r>: sent-markers and holds
 
-	sem   chan struct{} // bounds SendPart calls in flight
-	pacer *pacer
+	sem     chan struct{} // bounds SendPart calls in flight
+	pacer   *pacer
+	maxHeld int // maxHeldPerConversation; tests lower it
 
 	running atomic.Bool
 
@@ -211,6 +230,7 @@ func New(opts Options) (*Outbox, error) {
 		kv:       opts.Handles.Outbox,
 		sem:      make(chan struct{}, opts.MaxInFlight),
 		pacer:    newPacer(),
+		maxHeld:  maxHeldPerConversation,
 		limiters: map[string]*rate.Limiter{},
 		unsaved:  map[string]marker{},
 	}, nil
@@ -318,7 +338,14 @@ func (o *Outbox) subscribe(ctx context.Context) (jetstream.ConsumeContext, error
 	}
 	cc, err := cons.Consume(o.dispatch,
 		jetstream.PullMaxMessages(500),
+		jetstream.PullExpiry(pullExpiry),
+		jetstream.PullHeartbeat(pullHeartbeat),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			if errors.Is(err, jetstream.ErrNoHeartbeat) {
+				// The client re-pulls by itself; see pullHeartbeat.
+				o.log.Debug("outbox consumer missed heartbeats; pulling again", "error", err)
+				return
+			}
 			o.log.Warn("outbox consumer trouble", "error", err)
 		}))
 	if err != nil {
@@ -365,8 +392,8 @@ func (o *Outbox) dispatch(msg jetstream.Msg) {
 
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.stopping {
-		_ = msg.Nak()
+	if o.stopping || o.runCtx.Err() != nil {
+		_ = msg.NakWithDelay(handBackDelay)
 		return
 	}
 	if it, ok := o.items[seq]; ok {
@@ -376,9 +403,15 @@ func (o *Outbox) dispatch(msg jetstream.Msg) {
 		return
 	}
 	key := queueKey(msg.Subject())
+	q, ok := o.convs[key]
+	if ok && len(q.items) >= o.maxHeld && seq > q.items[len(q.items)-1].seq {
+		// One busy conversation must not use up MaxAckPending and stall
+		// the others: its tail waits in the stream, where order holds.
+		_ = msg.NakWithDelay(overflowDelay(md.NumDelivered))
+		return
+	}
 	it := &item{seq: seq, queueKey: key, msg: msg}
 	o.items[seq] = it
-	q, ok := o.convs[key]
 	if !ok {
 		q = &convQueue{key: key, notify: make(chan struct{}, 1)}
 		o.convs[key] = q
@@ -399,6 +432,13 @@ func (o *Outbox) dispatch(msg jetstream.Msg) {
 	case q.notify <- struct{}{}:
 	default:
 	}
+}
+
+// overflowDelay is how long the tail of a busy conversation stays in the
+// stream before it is offered again; it grows with each offer so a long
+// backlog is not redelivered over and over.
+func overflowDelay(numDelivered uint64) time.Duration {
+	return min(time.Second<<min(max(numDelivered, 1)-1, 6), time.Minute)
 }
 
 // queueKey is the conversation token of a command subject, or the subject
@@ -461,7 +501,7 @@ func (o *Outbox) releaseQueue(q *convQueue) {
 	}
 	o.mu.Unlock()
 	for _, it := range items {
-		_ = it.current().Nak()
+		_ = it.current().NakWithDelay(handBackDelay)
 	}
 }
 

@@ -252,7 +252,7 @@ func (d *demo) say(format string, args ...any) {
 
 func (d *demo) hop(what string, took time.Duration, detail string) {
 	d.step++
-	fmt.Fprintf(d.env.stdout, "  %2d. %-44s %8s  %s\n", d.step, what, took.Round(100*time.Microsecond), detail)
+	fmt.Fprintf(d.env.stdout, "  %2d. %-62s %9s  %s\n", d.step, what, took.Round(100*time.Microsecond), detail)
 }
 
 func isType(t normalize.Type, conv normalize.ConversationID) func(*normalize.Event) bool {

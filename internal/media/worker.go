@@ -153,7 +153,9 @@ func (w *Worker) consume(ctx context.Context, slots chan struct{}, wg *sync.Wait
 	if err != nil {
 		return fmt.Errorf("creating media consumer: %w", err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(w.o.Concurrency))
+	// Short pull expiry and heartbeats: a pull request that goes missing
+	// under load otherwise stalls jobs until the 30s default expiry.
+	it, err := cons.Messages(jetstream.PullMaxMessages(w.o.Concurrency), jetstream.PullExpiry(5*time.Second), jetstream.PullHeartbeat(time.Second))
 	if err != nil {
 		return fmt.Errorf("subscribing to media jobs: %w", err)
 	}
