@@ -73,25 +73,29 @@ type inWire struct {
 // is an error (the webhook answers 400). Unknown fields are ignored: Telegram
 // adds fields with every Bot API release.
 func parseUpdate(raw []byte) (*models.Update, error) {
-	var id struct {
-		UpdateID *int64 `json:"update_id"`
-	}
-	if err := json.Unmarshal(raw, &id); err != nil {
-		return nil, fmt.Errorf("decoding telegram update: %w", err)
-	}
-	if id.UpdateID == nil {
-		return nil, errors.New("decoding telegram update: update_id missing")
-	}
 	var w inWire
 	if err := json.Unmarshal(raw, &w); err != nil {
-		// A well-formed update whose content this SDK version cannot decode
-		// (a reaction or member type newer than the SDK): it must not be
+		// Only now decode the id alone (one pass on the common path): a
+		// well-formed update whose content this SDK version cannot decode
+		// (a reaction or member type newer than the SDK) must not be
 		// refused, or Telegram redelivers it for ever and holds back the
 		// updates queued behind it.
+		var id struct {
+			UpdateID *int64 `json:"update_id"`
+		}
+		if idErr := json.Unmarshal(raw, &id); idErr != nil {
+			return nil, fmt.Errorf("decoding telegram update: %w", idErr)
+		}
+		if id.UpdateID == nil {
+			return nil, errors.New("decoding telegram update: update_id missing")
+		}
 		return &models.Update{ID: *id.UpdateID}, fmt.Errorf("%w %d: %w", errUnreadableUpdate, *id.UpdateID, err)
 	}
+	if w.UpdateID == nil {
+		return nil, errors.New("decoding telegram update: update_id missing")
+	}
 	u := w.Update
-	u.ID = *id.UpdateID
+	u.ID = *w.UpdateID
 	return &u, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"sync/atomic"
 
 	"github.com/parley-gateway/parley/connectors"
@@ -69,7 +70,7 @@ func (c *Connector) serveWebhook(w http.ResponseWriter, r *http.Request) {
 		// Error for an operator — the same as the poll loop skips it.
 		c.stats.failed.Add(1)
 		c.log.Error("skipping a telegram update that cannot be mapped", "update_id", u.ID, "error", err)
-		writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
+		writeOK(w)
 		return
 	}
 	if res.Ignored != "" {
@@ -90,7 +91,10 @@ func (c *Connector) serveWebhook(w http.ResponseWriter, r *http.Request) {
 	}
 	c.log.Debug("stored a telegram update", "update_id", u.ID, "events", len(res.Events))
 
-	writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
+	writeOK(w)
+	if res.CallbackQueryID == "" && res.Reachability == nil {
+		return // nothing to follow up: net/http sends the answer now
+	}
 	// Acknowledge before the follow-up calls, which may take a while and
 	// must not make Telegram think the delivery failed.
 	_ = http.NewResponseController(w).Flush()
@@ -98,13 +102,27 @@ func (c *Connector) serveWebhook(w http.ResponseWriter, r *http.Request) {
 	c.afterStored(context.WithoutCancel(r.Context()), []inboundResult{res})
 }
 
+// okBody is the answer to an update that was handled.
+var okBody = []byte(`{"ok":true}`)
+
+// writeOK answers 200 {"ok":true}.
+func writeOK(w http.ResponseWriter) { writeJSONBytes(w, http.StatusOK, okBody) }
+
 // writeJSON answers with a JSON body.
 func writeJSON(w http.ResponseWriter, status int, body any) {
 	data, err := json.Marshal(body)
 	if err != nil {
 		status, data = http.StatusInternalServerError, []byte(`{"error":"encoding the answer failed"}`)
 	}
-	w.Header().Set("Content-Type", "application/json")
+	writeJSONBytes(w, status, data)
+}
+
+// writeJSONBytes answers with an encoded JSON body. Content-Length lets
+// net/http send the answer in one write, not chunked.
+func writeJSONBytes(w http.ResponseWriter, status int, data []byte) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(data)))
 	w.WriteHeader(status)
 	_, _ = w.Write(data)
 }
@@ -121,16 +139,11 @@ type inboundStats struct {
 	failed   atomic.Uint64
 }
 
-// InboundStats counts the updates a connector has seen since it was built.
-type InboundStats struct {
-	Received uint64 // every update, whatever became of it
-	Ignored  uint64 // of a kind Parley does not map (acknowledged, nothing stored)
-	Failed   uint64 // malformed or unmappable (webhook: 400; polling: skipped)
-}
-
-// Stats returns the inbound counters, for metrics.
-func (c *Connector) Stats() InboundStats {
-	return InboundStats{
+// InboundStats returns the inbound counters, for metrics. Failed counts
+// updates refused as malformed (webhook: 400) and updates skipped because
+// they cannot be mapped.
+func (c *Connector) InboundStats() connectors.InboundStats {
+	return connectors.InboundStats{
 		Received: c.stats.received.Load(),
 		Ignored:  c.stats.ignored.Load(),
 		Failed:   c.stats.failed.Load(),

@@ -7,7 +7,10 @@
 //   - Publish returns nil only after JetStream acknowledged every message
 //     (PubAck). Any other outcome is an error wrapping [ErrNotDurable]: a
 //     caller that acknowledges a platform only after a nil error never
-//     acknowledges something that is not stored.
+//     acknowledges something that is not stored. The one exception is a
+//     message marked Conditional (an optimistic write with an expected
+//     sequence): the server's refusal of it is reported in its PubResult.Err,
+//     not as a failure of the call, so the caller can fall back.
 //   - Every published message carries Nats-Msg-Id, so a retry, a platform
 //     redelivery or a re-publish after a disconnect is deduplicated by the
 //     stream inside its dedupe window.

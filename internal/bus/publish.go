@@ -35,6 +35,15 @@ type Message struct {
 	// Header is copied, never modified. Content-Type defaults to
 	// application/cloudevents+json.
 	Header nats.Header
+	// Conditional marks a message guarded by a Nats-Expected-* header (a
+	// compare-and-set, such as a KV update at a known revision), whose
+	// rejection is an answer, not a failure. When the server or the client
+	// refuses it for good (a failed condition, any other 4xx), Publish does
+	// not retry it and does not fail the call: the refusal is its
+	// PubResult.Err, and the call still waits for every other message. A
+	// refusal after a re-publish (a lost ack) may mean that an earlier
+	// attempt was stored: the caller re-reads before it concludes anything.
+	Conditional bool
 }
 
 // PubResult is the stream's acknowledgement of one message.
@@ -45,6 +54,11 @@ type PubResult struct {
 	// dedupe window) and did not store it again. A re-publish inside one
 	// Publish call after a lost ack also reports Duplicate.
 	Duplicate bool
+	// Err is the refusal of a Conditional message, wrapping ErrNotDurable,
+	// ErrInvalidMessage and the cause (a *jetstream.APIError for a server
+	// rejection). It is nil for every message of a call that returned nil,
+	// except refused Conditional ones.
+	Err error
 }
 
 // Publish stores msgs in JetStream and returns once every one of them is
@@ -52,7 +66,8 @@ type PubResult struct {
 // asynchronously and each one whose ack fails (disconnect, timeout, no
 // responders) is published again with the same Nats-Msg-Id, with a short
 // backoff, until ctx ends: a message is never stored twice, and nil means all
-// are stored.
+// are stored — but for Conditional messages the server refused, whose
+// refusal is their PubResult.Err.
 //
 // Publish does not hang on a dead connection: a closed connection fails at
 // once, and a connection that stays down (not connected) for longer than
@@ -71,11 +86,25 @@ func (b *Bus) Publish(ctx context.Context, msgs ...Message) ([]PubResult, error)
 		}
 		prepared[i] = nm
 	}
+	var conditional []bool
+	for i, m := range msgs {
+		if m.Conditional {
+			if conditional == nil {
+				conditional = make([]bool, len(msgs))
+			}
+			conditional[i] = true
+		}
+	}
 	results := make([]PubResult, len(msgs))
 	if len(msgs) == 1 {
-		return results, b.publishSync(ctx, prepared[0], &results[0])
+		return results, b.publishSyncCond(ctx, prepared[0], conditional != nil, &results[0])
 	}
-	return results, b.publishAsync(ctx, prepared, results)
+	return results, b.publishAsyncCond(ctx, prepared, conditional, results)
+}
+
+// refused is the PubResult.Err of a Conditional message refused for good.
+func refused(subject string, err error) error {
+	return fmt.Errorf("%w: %w: %s: %w", ErrNotDurable, ErrInvalidMessage, subject, err)
 }
 
 func prepare(m Message) (*nats.Msg, error) {
@@ -180,6 +209,11 @@ func notDurable(unacked, total int, cause error) error {
 
 // publishSync is the path for one message: one request, one reply.
 func (b *Bus) publishSync(ctx context.Context, m *nats.Msg, res *PubResult) error {
+	return b.publishSyncCond(ctx, m, false, res)
+}
+
+// publishSyncCond is publishSync for a message that may be Conditional.
+func (b *Bus) publishSyncCond(ctx context.Context, m *nats.Msg, conditional bool, res *PubResult) error {
 	a := b.newAttempts(ctx)
 	for {
 		if err := a.check(); err != nil {
@@ -193,6 +227,10 @@ func (b *Bus) publishSync(ctx context.Context, m *nats.Msg, res *PubResult) erro
 			return nil
 		}
 		if permanentPublishError(err) {
+			if conditional {
+				*res = PubResult{Err: refused(m.Subject, err)}
+				return nil
+			}
 			return notDurable(1, 1, fmt.Errorf("%w: %s: %w", ErrInvalidMessage, m.Subject, err))
 		}
 		a.lastErr = err
@@ -205,6 +243,13 @@ func (b *Bus) publishSync(ctx context.Context, m *nats.Msg, res *PubResult) erro
 // publishAsync pipelines every message and re-publishes those whose ack
 // failed, until all are acknowledged.
 func (b *Bus) publishAsync(ctx context.Context, msgs []*nats.Msg, results []PubResult) error {
+	return b.publishAsyncCond(ctx, msgs, nil, results)
+}
+
+// publishAsyncCond is publishAsync where conditional[i] (nil: none) marks
+// the Conditional messages: their refusal goes to results[i].Err.
+func (b *Bus) publishAsyncCond(ctx context.Context, msgs []*nats.Msg, conditional []bool, results []PubResult) error {
+	isCond := func(i int) bool { return conditional != nil && conditional[i] }
 	a := b.newAttempts(ctx)
 	pending := make([]int, len(msgs))
 	for i := range pending {
@@ -218,6 +263,11 @@ func (b *Bus) publishAsync(ctx context.Context, msgs []*nats.Msg, results []PubR
 		for _, i := range pending {
 			f, err := b.js.PublishMsgAsync(msgs[i])
 			if err != nil {
+				if permanentPublishError(err) && isCond(i) {
+					results[i] = PubResult{Err: refused(msgs[i].Subject, err)}
+					futures[i] = nil
+					continue
+				}
 				if permanentPublishError(err) {
 					return notDurable(len(pending), len(msgs), fmt.Errorf("%w: %s: %w", ErrInvalidMessage, msgs[i].Subject, err))
 				}
@@ -235,6 +285,9 @@ func (b *Bus) publishAsync(ctx context.Context, msgs []*nats.Msg, results []PubR
 		for _, i := range pending {
 			f := futures[i]
 			futures[i] = nil
+			if results[i].Err != nil {
+				continue // a Conditional message refused by the client
+			}
 			if f == nil || expired {
 				failed = append(failed, i)
 				continue
@@ -243,6 +296,10 @@ func (b *Bus) publishAsync(ctx context.Context, msgs []*nats.Msg, results []PubR
 			case ack := <-f.Ok():
 				results[i] = PubResult{Stream: ack.Stream, Sequence: ack.Sequence, Duplicate: ack.Duplicate}
 			case err := <-f.Err():
+				if permanentPublishError(err) && isCond(i) {
+					results[i] = PubResult{Err: refused(msgs[i].Subject, err)}
+					continue
+				}
 				if permanentPublishError(err) {
 					guard.Stop()
 					return notDurable(len(pending), len(msgs), fmt.Errorf("%w: %s: %w", ErrInvalidMessage, msgs[i].Subject, err))

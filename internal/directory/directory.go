@@ -2,18 +2,36 @@
 // conversation, written on every inbound event, read by the outbox and the
 // HTTP API to turn a conversation id into a platform address. It lives in
 // the KV bucket parley_directory_<region>, keyed by conversation id.
+//
+// Invariants:
+//
+//   - Every write is a compare-and-set at the revision it was computed
+//     from, so writers on several instances never lose each other's
+//     fields, and LastInboundAt never moves backwards.
+//   - A Store caches the last entry it read or wrote per conversation, with
+//     its revision (bounded, least recently used out). The cache only saves
+//     reads: a write computed from a stale cached entry is refused by the
+//     server, and the writer re-reads. Get always reads the bucket.
+//   - Entries are never deleted. An event that changes nothing in the
+//     cached entry writes nothing: what it would record is durable already,
+//     at the cached revision or (LastInboundAt only grows) superseded.
 package directory
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/parley-gateway/parley/connectors"
+	"github.com/parley-gateway/parley/internal/bus"
 	"github.com/parley-gateway/parley/normalize"
 )
 
@@ -46,14 +64,38 @@ func (e *Entry) Address() connectors.Address {
 // ErrUnknown is returned for a conversation the directory has never seen.
 var ErrUnknown = errors.New("unknown conversation")
 
-// Store reads and writes one region's directory.
+// Store reads and writes one region's directory. It is safe for
+// concurrent use; one Store per region and process shares its cache.
 type Store struct {
 	kv     jetstream.KeyValue
 	region string
+	// subjects is the prefix of the bucket's subjects, "$KV.<bucket>.":
+	// a prepared write is a plain publish there (what KeyValue.Update
+	// sends), so it can share a batch with other messages.
+	subjects string
+	cache    *cache
 }
 
-// New returns the directory of a region over its KV bucket.
-func New(kv jetstream.KeyValue, region string) *Store { return &Store{kv: kv, region: region} }
+// Option configures a Store.
+type Option func(*Store)
+
+// WithCacheSize bounds the entries the Store caches (default
+// DefaultCacheSize); 0 or less disables the cache, so that every event
+// reads its entry before writing it.
+func WithCacheSize(n int) Option {
+	return func(s *Store) { s.cache = newCache(n) }
+}
+
+// New returns the directory of a region over its KV bucket, a plain bucket
+// as bus.Provision creates it (not a mirror, no JetStream domain prefix).
+// It does no I/O.
+func New(kv jetstream.KeyValue, region string, opts ...Option) *Store {
+	s := &Store{kv: kv, region: region, subjects: "$KV." + kv.Bucket() + ".", cache: newCache(DefaultCacheSize)}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
 
 // Region returns the region the store belongs to.
 func (s *Store) Region() string { return s.region }
@@ -74,6 +116,7 @@ func (s *Store) Get(ctx context.Context, id normalize.ConversationID) (*Entry, u
 	if err := json.Unmarshal(kve.Value(), &e); err != nil {
 		return nil, 0, fmt.Errorf("decoding directory entry %s: %w", id, err)
 	}
+	s.cache.put(id, &e, kve.Revision())
 	return &e, kve.Revision(), nil
 }
 
@@ -81,45 +124,52 @@ func (s *Store) Get(ctx context.Context, id normalize.ConversationID) (*Entry, u
 // title, last inbound time and reply window. window is the platform's reply
 // window (0: none). Events without a conversation, and events that are not
 // from the customer (echoes, statuses), leave the last inbound time alone.
+// It reads the entry first; PrepareInbound is the way without that read.
 func (s *Store) RecordInbound(ctx context.Context, ev *normalize.Event, account string, window time.Duration) error {
-	d := ev.Data
-	if d.Conversation == nil || ev.Subject == "" {
+	if ev.Data.Conversation == nil || ev.Subject == "" {
 		return nil
 	}
-	fromCustomer := ev.Type.Kind() == "message" && ev.Type != normalize.TypeMessageEcho || ev.Type.Kind() == "reaction"
 	return s.update(ctx, ev.Subject, func(e *Entry, exists bool) bool {
-		changed := !exists
-		if !exists {
-			*e = Entry{ConversationID: ev.Subject, Reachable: true}
-		}
-		set := func(dst *string, v string) {
-			if v != "" && *dst != v {
-				*dst, changed = v, true
-			}
-		}
-		set(&e.Platform, d.Platform)
-		set(&e.Connector, d.Connector)
-		set(&e.Region, d.Region)
-		set(&e.Account, account)
-		set(&e.PlatformID, d.Conversation.PlatformID)
-		set(&e.Title, d.Conversation.Title)
-		set(&e.ThreadID, d.Conversation.ThreadID)
-		if d.Conversation.Kind != "" && e.Kind != d.Conversation.Kind {
-			e.Kind, changed = d.Conversation.Kind, true
-		}
-		if fromCustomer && ev.Time.After(e.LastInboundAt) {
-			e.LastInboundAt, changed = ev.Time.UTC(), true
-			if window > 0 {
-				t := e.LastInboundAt.Add(window)
-				e.WindowExpiresAt = &t
-			}
-			if !e.Reachable {
-				// A customer who writes again can be answered again.
-				e.Reachable, e.UnreachableWhy = true, ""
-			}
-		}
-		return changed
+		return applyInbound(e, exists, ev, account, window)
 	})
+}
+
+// applyInbound records ev in e (a zero Entry when !exists) and reports
+// whether e changed. It only moves LastInboundAt forward.
+func applyInbound(e *Entry, exists bool, ev *normalize.Event, account string, window time.Duration) bool {
+	d := ev.Data
+	fromCustomer := ev.Type.Kind() == "message" && ev.Type != normalize.TypeMessageEcho || ev.Type.Kind() == "reaction"
+	changed := !exists
+	if !exists {
+		*e = Entry{ConversationID: ev.Subject, Reachable: true}
+	}
+	set := func(dst *string, v string) {
+		if v != "" && *dst != v {
+			*dst, changed = v, true
+		}
+	}
+	set(&e.Platform, d.Platform)
+	set(&e.Connector, d.Connector)
+	set(&e.Region, d.Region)
+	set(&e.Account, account)
+	set(&e.PlatformID, d.Conversation.PlatformID)
+	set(&e.Title, d.Conversation.Title)
+	set(&e.ThreadID, d.Conversation.ThreadID)
+	if d.Conversation.Kind != "" && e.Kind != d.Conversation.Kind {
+		e.Kind, changed = d.Conversation.Kind, true
+	}
+	if fromCustomer && ev.Time.After(e.LastInboundAt) {
+		e.LastInboundAt, changed = ev.Time.UTC(), true
+		if window > 0 {
+			t := e.LastInboundAt.Add(window)
+			e.WindowExpiresAt = &t
+		}
+		if !e.Reachable {
+			// A customer who writes again can be answered again.
+			e.Reachable, e.UnreachableWhy = true, ""
+		}
+	}
+	return changed
 }
 
 // SetReachable records whether replies can reach a conversation.
@@ -159,17 +209,22 @@ func (s *Store) update(ctx context.Context, id normalize.ConversationID, fn func
 		if err != nil {
 			return fmt.Errorf("encoding directory entry %s: %w", id, err)
 		}
+		var newRev uint64
 		if exists {
-			_, err = s.kv.Update(ctx, string(id), b, rev)
+			newRev, err = s.kv.Update(ctx, string(id), b, rev)
 		} else {
-			_, err = s.kv.Create(ctx, string(id), b)
+			newRev, err = s.kv.Create(ctx, string(id), b)
 		}
 		if errors.Is(err, jetstream.ErrKeyExists) || isRevisionMismatch(err) {
+			s.cache.drop(id, rev)
 			continue
 		}
 		if err != nil {
+			// The write may have been stored: the cached state is unsure.
+			s.cache.drop(id, rev)
 			return fmt.Errorf("writing directory entry %s: %w", id, err)
 		}
+		s.cache.put(id, e, newRev)
 		return nil
 	}
 	return fmt.Errorf("writing directory entry %s: too many concurrent updates", id)
@@ -177,8 +232,176 @@ func (s *Store) update(ctx context.Context, id normalize.ConversationID, fn func
 
 func isRevisionMismatch(err error) bool {
 	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
 		return true
 	}
-	return errors.Is(err, jetstream.ErrKeyExists)
+	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)
+}
+
+// Inbound is one event for PrepareInbound, with the platform account to
+// record for its conversation.
+type Inbound struct {
+	Event   *normalize.Event
+	Account string
+}
+
+// InboundWrite is the directory's share of a batch of inbound events: the
+// KV writes to publish in the same bus.Publish call as the events, and what
+// to do once that call returns. It is not safe for concurrent use.
+type InboundWrite struct {
+	s      *Store
+	window time.Duration
+	convs  []*convWrite // in order of first appearance
+	// slow are conversations without a prepared write although their
+	// events may change them (an id that is not a valid key, an entry not
+	// cached and not loaded): their events go through RecordInbound.
+	slow []normalize.ConversationID
+	// writes are the conversations of Messages, in the same order.
+	writes []*convWrite
+}
+
+// convWrite is the prepared compare-and-set of one conversation.
+type convWrite struct {
+	id    normalize.ConversationID
+	recs  []Inbound
+	known bool   // entry and rev are the stored state: cached or loaded
+	entry Entry  // the entry to write once the events are applied
+	rev   uint64 // the revision entry was computed from; 0: no entry yet
+}
+
+// PrepareInbound computes, without I/O, the directory writes of a batch of
+// events. Events of one conversation are applied in order to one entry, so
+// each conversation gets at most one write; a conversation whose entry the
+// events do not change gets none (an older or repeated event, a
+// same-second message, a status). Conversations not in the cache get a
+// write only after Load. window is the platform's reply window (0: none).
+//
+// The writes are Conditional messages expecting the revision they were
+// computed from, so a concurrent writer on another instance makes them
+// fail instead of being overwritten; hand the results to Settle.
+func (s *Store) PrepareInbound(recs []Inbound, window time.Duration) *InboundWrite {
+	w := &InboundWrite{s: s, window: window}
+	byID := make(map[normalize.ConversationID]*convWrite, len(recs))
+	for _, r := range recs {
+		ev := r.Event
+		if ev == nil || ev.Data.Conversation == nil || ev.Subject == "" {
+			continue
+		}
+		c := byID[ev.Subject]
+		if c == nil {
+			c = &convWrite{id: ev.Subject}
+			byID[ev.Subject] = c
+			if !normalize.ValidID("c_", string(ev.Subject)) {
+				w.slow = append(w.slow, ev.Subject)
+				continue
+			}
+			c.entry, c.rev, c.known = s.cache.get(ev.Subject)
+			w.convs = append(w.convs, c)
+		}
+		c.recs = append(c.recs, r)
+	}
+	return w
+}
+
+// Missing is how many conversations of the batch are not cached.
+func (w *InboundWrite) Missing() int {
+	n := 0
+	for _, c := range w.convs {
+		if !c.known {
+			n++
+		}
+	}
+	return n
+}
+
+// Load reads the entries of the conversations that are not cached, so that
+// they get a write too (a create for a new conversation). An entry it
+// cannot read is left to Settle's caller, whose RecordInbound reads again
+// and reports the error.
+func (w *InboundWrite) Load(ctx context.Context) {
+	for _, c := range w.convs {
+		if c.known {
+			continue
+		}
+		e, rev, err := w.s.Get(ctx, c.id)
+		switch {
+		case errors.Is(err, ErrUnknown):
+			c.known = true
+		case err != nil:
+		default:
+			c.entry, c.rev, c.known = *e, rev, true
+		}
+	}
+}
+
+// Messages returns the prepared KV writes, to publish in one bus.Publish
+// call with the events. It may be empty. Call it once, after Load if at
+// all.
+func (w *InboundWrite) Messages() []bus.Message {
+	var msgs []bus.Message
+	for _, c := range w.convs {
+		if !c.known {
+			w.slow = append(w.slow, c.id)
+			continue
+		}
+		changed := false
+		for _, r := range c.recs {
+			if applyInbound(&c.entry, c.rev != 0 || changed, r.Event, r.Account, w.window) {
+				changed = true
+			}
+		}
+		if !changed {
+			continue
+		}
+		data, err := json.Marshal(&c.entry)
+		if err != nil {
+			w.slow = append(w.slow, c.id) // RecordInbound reports it
+			continue
+		}
+		w.writes = append(w.writes, c)
+		msgs = append(msgs, w.s.casMessage(c.id, c.rev, data))
+	}
+	return msgs
+}
+
+// casMessage is what KeyValue.Update(id, data, rev) publishes (Create for
+// rev 0), as a bus message. The msg id names the content and the revision
+// it expects: the stream never drops a different write as a duplicate of
+// this one (a clustered stream checks duplicates before the condition),
+// and a duplicate of this very write means it is stored.
+func (s *Store) casMessage(id normalize.ConversationID, rev uint64, data []byte) bus.Message {
+	sum := sha256.Sum256(data)
+	revStr := strconv.FormatUint(rev, 10)
+	return bus.Message{
+		Subject: s.subjects + string(id),
+		MsgID:   "dir:" + string(id) + ":" + revStr + ":" + hex.EncodeToString(sum[:16]),
+		Data:    data,
+		Header: nats.Header{
+			jetstream.ExpectedLastSubjSeqHeader: []string{revStr},
+			"Content-Type":                      []string{"application/json"},
+		},
+		Conditional: true,
+	}
+}
+
+// Settle takes the results of publishing Messages, in the same order
+// (fewer, or none, when the call failed), updates the cache, and returns
+// the conversations whose record is not known to be durable: each write
+// that was refused or not acknowledged, and each conversation that got no
+// write although its events may change it. Call RecordInbound for their
+// events, in order, before acknowledging them.
+func (w *InboundWrite) Settle(results []bus.PubResult) []normalize.ConversationID {
+	retry := w.slow
+	for i, c := range w.writes {
+		if i < len(results) && results[i].Err == nil && results[i].Sequence != 0 {
+			w.s.cache.put(c.id, &c.entry, results[i].Sequence)
+			continue
+		}
+		// Refused (another writer moved the entry on) or unknown: the
+		// cached state can no longer be written from.
+		w.s.cache.drop(c.id, c.rev)
+		retry = append(retry, c.id)
+	}
+	return retry
 }

@@ -11,6 +11,17 @@
 //     wrapping connectors.ErrNotDurable (and, for a bus failure,
 //     bus.ErrNotDurable), so a connector never acknowledges the platform for
 //     something that could be lost.
+//   - The directory writes travel in the same pipelined batch as the events,
+//     sent ahead of them, as compare-and-sets at the revision the directory
+//     has cached (or has just read, for a conversation it had not cached):
+//     one round trip to NATS on the common path. The server stores each
+//     stream's messages on its own, so "ahead" narrows, but does not close,
+//     the moment an event is visible before its record; the sequential
+//     writes before this left two round trips open. A write refused because
+//     another instance moved the entry on is redone by re-reading
+//     (directory.RecordInbound) before Publish returns. Since the batch is
+//     pipelined, a failed call may leave the directory recording an event
+//     that is not stored yet; the platform's redelivery stores it.
 //   - Events and jobs carry deterministic Nats-Msg-Ids (the event id;
 //     "media:<event id>:<index>"), so the platform's redelivery after an
 //     error stores nothing twice.
@@ -24,6 +35,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"time"
 
@@ -60,6 +72,8 @@ type Options struct {
 type Publisher struct {
 	o   Options
 	log *slog.Logger
+	// readTimeout bounds reading directory entries before a publish.
+	readTimeout time.Duration
 }
 
 var _ connectors.Publisher = (*Publisher)(nil)
@@ -72,7 +86,11 @@ func New(o Options) *Publisher {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Publisher{o: o, log: o.Logger}
+	p := &Publisher{o: o, log: o.Logger, readTimeout: bus.DefaultPublishTimeout}
+	if o.Bus != nil {
+		p.readTimeout = o.Bus.Options().PublishTimeout
+	}
+	return p
 }
 
 // notDurableError marks a storage failure for connectors (errors.Is with
@@ -90,14 +108,14 @@ func notDurable(format string, args ...any) error {
 	return &notDurableError{err: fmt.Errorf(format, args...)}
 }
 
-// Publish stores events and the media jobs of their attachments in one
-// batch, waits for every acknowledgement, then records each event's
-// conversation in the directory. See the package invariants.
+// Publish stores events, the media jobs of their attachments and the
+// directory records of their conversations in one batch, and waits for
+// every acknowledgement. See the package invariants.
 func (p *Publisher) Publish(ctx context.Context, events ...*normalize.Event) error {
 	if len(events) == 0 {
 		return nil
 	}
-	msgs := make([]bus.Message, 0, len(events))
+	evMsgs := make([]bus.Message, 0, len(events))
 	var jobs []bus.Message
 	for i, ev := range events {
 		if ev == nil {
@@ -107,18 +125,44 @@ func (p *Publisher) Publish(ctx context.Context, events ...*normalize.Event) err
 		if err != nil {
 			return err
 		}
-		msgs = append(msgs, m)
+		evMsgs = append(evMsgs, m)
 		js, err := p.jobMessages(ev)
 		if err != nil {
 			return err
 		}
 		jobs = append(jobs, js...)
 	}
-	// Jobs go after the events: a consumer of media events never sees one
-	// before the message it belongs to.
-	msgs = append(msgs, jobs...)
+
+	// The directory writes go first, so that a consumer who sees an event
+	// and replies at once finds its conversation recorded (see above). Jobs go after
+	// the events: a consumer of media events never sees one before its
+	// message.
+	var dw *directory.InboundWrite
+	var dirMsgs []bus.Message
+	if p.o.Directory != nil {
+		dw = p.o.Directory.PrepareInbound(p.inbound(events), p.o.ReplyWindow)
+		if dw.Missing() > 0 && p.o.Bus.Conn().IsConnected() {
+			// Entries missing from the directory's cache are read first,
+			// bounded like one publish attempt, so that they join the
+			// batch. While the connection is down nothing is read: the
+			// publish below reports the outage within its own budget.
+			rctx, cancel := context.WithTimeout(ctx, p.readTimeout)
+			dw.Load(rctx)
+			cancel()
+		}
+		dirMsgs = dw.Messages()
+	}
+	msgs := evMsgs
+	if len(dirMsgs) > 0 || len(jobs) > 0 {
+		msgs = make([]bus.Message, 0, len(dirMsgs)+len(evMsgs)+len(jobs))
+		msgs = append(append(append(msgs, dirMsgs...), evMsgs...), jobs...)
+	}
 
 	results, err := p.o.Bus.Publish(ctx, msgs...)
+	var retry []normalize.ConversationID
+	if dw != nil {
+		retry = dw.Settle(results[:min(len(results), len(dirMsgs))])
+	}
 	if err != nil {
 		p.o.Metrics.PublishFailed(p.o.Region, p.o.Connector)
 		if errors.Is(err, bus.ErrInvalidMessage) {
@@ -128,8 +172,9 @@ func (p *Publisher) Publish(ctx context.Context, events ...*normalize.Event) err
 		}
 		return notDurable("storing %d events: %w", len(events), err)
 	}
+	evResults := results[len(dirMsgs):]
 	for i, ev := range events {
-		if i < len(results) && results[i].Duplicate {
+		if evResults[i].Duplicate {
 			p.o.Metrics.EventDuplicate(p.o.Region, p.o.Platform, p.o.Connector, ev.Type)
 			p.log.Debug("duplicate event dropped", "event_id", ev.ID, "type", ev.Type)
 			continue
@@ -137,19 +182,18 @@ func (p *Publisher) Publish(ctx context.Context, events ...*normalize.Event) err
 		p.o.Metrics.EventPublished(p.o.Region, p.o.Platform, p.o.Connector, ev.Type)
 		p.log.Debug("event stored", "event_id", ev.ID, "type", ev.Type, "conversation_id", ev.Subject)
 	}
-
-	if p.o.Directory == nil {
+	if len(retry) == 0 {
 		return nil
 	}
+
+	// Another writer moved these entries on since they were read, or they
+	// could not be prepared: record their events by reading first.
 	for _, ev := range events {
-		if ev.Subject == "" || ev.Data.Conversation == nil {
+		if !slices.Contains(retry, ev.Subject) || ev.Data.Conversation == nil {
 			continue
 		}
-		account := ev.Data.Account
-		if account == "" {
-			account = p.o.Account
-		}
-		if err := p.o.Directory.RecordInbound(ctx, ev, account, p.o.ReplyWindow); err != nil {
+		p.log.Debug("recording a conversation by reading its entry", "conversation_id", ev.Subject, "event_id", ev.ID)
+		if err := p.o.Directory.RecordInbound(ctx, ev, p.account(ev), p.o.ReplyWindow); err != nil {
 			// The events are stored but the directory does not know the
 			// conversation yet, so a reply could not be routed: let the
 			// platform redeliver; the repeated events are dropped as
@@ -159,6 +203,26 @@ func (p *Publisher) Publish(ctx context.Context, events ...*normalize.Event) err
 		}
 	}
 	return nil
+}
+
+// inbound lists the events that name a conversation, for the directory.
+func (p *Publisher) inbound(events []*normalize.Event) []directory.Inbound {
+	recs := make([]directory.Inbound, 0, len(events))
+	for _, ev := range events {
+		if ev.Subject == "" || ev.Data.Conversation == nil {
+			continue
+		}
+		recs = append(recs, directory.Inbound{Event: ev, Account: p.account(ev)})
+	}
+	return recs
+}
+
+// account is the platform account the directory records for ev.
+func (p *Publisher) account(ev *normalize.Event) string {
+	if ev.Data.Account != "" {
+		return ev.Data.Account
+	}
+	return p.o.Account
 }
 
 // eventMessage encodes ev for its subject.

@@ -7,7 +7,10 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -437,5 +440,242 @@ func TestConversationsSetReachable(t *testing.T) {
 	// An unknown conversation is left alone, not an error.
 	if err := c.SetReachable(t.Context(), normalize.NewConversationID(platform, account, "nobody"), false, "x"); err != nil {
 		t.Errorf("SetReachable of an unknown conversation: %v", err)
+	}
+}
+
+// countingKV is the real directory bucket, counting the reads and writes
+// made through its KeyValue methods. The prepared directory writes are
+// plain publishes in Publish's batch and do not go through them.
+type countingKV struct {
+	jetstream.KeyValue
+	gets, writes atomic.Int64
+}
+
+func (c *countingKV) Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
+	c.gets.Add(1)
+	return c.KeyValue.Get(ctx, key)
+}
+
+func (c *countingKV) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
+	c.writes.Add(1)
+	return c.KeyValue.Update(ctx, key, value, rev)
+}
+
+func (c *countingKV) Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error) {
+	c.writes.Add(1)
+	return c.KeyValue.Create(ctx, key, value, opts...)
+}
+
+// countingFixture is a fixture whose directory counts its reads and writes.
+func countingFixture(t *testing.T) (*fixture, *countingKV) {
+	t.Helper()
+	f := newFixture(t)
+	kv := &countingKV{KeyValue: f.reg.Directory}
+	f.dir = directory.New(kv, region)
+	f.pub = ingest.New(ingest.Options{
+		Bus: f.bus, Region: region, Platform: platform, Connector: connector, Account: account,
+		Directory: f.dir, ReplyWindow: 24 * time.Hour, Metrics: f.met,
+	})
+	return f, kv
+}
+
+// later is message(chat, msgID) sent sec seconds after message's time.
+func later(chat, msgID string, sec int) *normalize.Event {
+	ev := message(chat, msgID)
+	ev.Time = ev.Time.Add(time.Duration(sec) * time.Second)
+	return ev
+}
+
+// freshEntry reads a conversation's entry from the bucket, past any cache.
+func freshEntry(t *testing.T, f *fixture, id normalize.ConversationID) (*directory.Entry, uint64) {
+	t.Helper()
+	e, rev, err := directory.New(f.reg.Directory, region, directory.WithCacheSize(0)).Get(t.Context(), id)
+	if err != nil {
+		t.Fatalf("directory entry of %s: %v", id, err)
+	}
+	return e, rev
+}
+
+func publishOK(t *testing.T, p *ingest.Publisher, evs ...*normalize.Event) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := p.Publish(ctx, evs...); err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+}
+
+func TestPublishWritesACachedConversationInTheEventsBatch(t *testing.T) {
+	f, kv := countingFixture(t)
+	publishOK(t, f.pub, message("42", "1"))
+	if n := kv.gets.Load(); n != 1 {
+		t.Errorf("%d directory reads for a new conversation, want 1", n)
+	}
+	gets, writes := kv.gets.Load(), kv.writes.Load()
+
+	next := later("42", "2", 30)
+	publishOK(t, f.pub, next)
+	if n := kv.gets.Load() - gets; n != 0 {
+		t.Errorf("%d directory reads for a cached conversation, want none", n)
+	}
+	if n := kv.writes.Load() - writes; n != 0 {
+		t.Errorf("%d directory writes after the batch, want none", n)
+	}
+	// Recorded once Publish returned.
+	e, rev := freshEntry(t, f, next.Subject)
+	if !e.LastInboundAt.Equal(next.Time) || e.WindowExpiresAt == nil || !e.WindowExpiresAt.Equal(next.Time.Add(24*time.Hour)) {
+		t.Errorf("last inbound %s window %v, want %s", e.LastInboundAt, e.WindowExpiresAt, next.Time)
+	}
+	if e.Account != account || e.PlatformID != "42" || e.Connector != connector {
+		t.Errorf("entry %+v lost its address", e)
+	}
+	// The revision is the batch's conditional publish, not a KV call.
+	st, err := f.bus.JS().Stream(t.Context(), "KV_"+f.reg.Directory.Bucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := st.GetMsg(t.Context(), rev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id := raw.Header.Get(jetstream.MsgIDHeader); !strings.HasPrefix(id, "dir:") ||
+		raw.Header.Get(jetstream.ExpectedLastSubjSeqHeader) == "" {
+		t.Errorf("directory revision %d has headers %v, want a prepared conditional write", rev, raw.Header)
+	}
+	if n := len(streamMsgs(t, f.reg.Events)); n != 2 {
+		t.Errorf("%d events stored, want 2", n)
+	}
+}
+
+func TestPublishFallsBackWhenAnotherInstanceMovedTheEntryOn(t *testing.T) {
+	f, kv := countingFixture(t)
+	first := message("42", "1")
+	publishOK(t, f.pub, first)
+
+	// Another instance, with its own directory cache, records a newer
+	// message that renames the conversation.
+	otherDir := directory.New(f.reg.Directory, region)
+	other := ingest.New(ingest.Options{
+		Bus: f.bus, Region: region, Platform: platform, Connector: connector, Account: account,
+		Directory: otherDir, ReplyWindow: 24 * time.Hour,
+	})
+	theirs := later("42", "3", 60)
+	theirs.Data.Conversation.Title = "Maria (VIP)"
+	publishOK(t, other, theirs)
+
+	// This instance still caches the first revision and records an older
+	// message that carries a thread: its batched write is refused, and
+	// Publish re-reads before it returns.
+	gets := kv.gets.Load()
+	ours := later("42", "2", 30)
+	ours.Data.Conversation.ThreadID = "t-9"
+	publishOK(t, f.pub, ours)
+	if n := kv.gets.Load() - gets; n != 1 {
+		t.Errorf("%d directory reads after the refusal, want 1", n)
+	}
+
+	e, _ := freshEntry(t, f, first.Subject)
+	if e.Title != "Maria (VIP)" || e.ThreadID != "t-9" {
+		t.Errorf("title %q thread %q: a writer's field was lost", e.Title, e.ThreadID)
+	}
+	if !e.LastInboundAt.Equal(theirs.Time) || !e.WindowExpiresAt.Equal(theirs.Time.Add(24*time.Hour)) {
+		t.Errorf("last inbound %s window %s, want the newer %s kept", e.LastInboundAt, e.WindowExpiresAt, theirs.Time)
+	}
+	if n := len(streamMsgs(t, f.reg.Events)); n != 3 {
+		t.Errorf("%d events stored, want 3", n)
+	}
+
+	// Re-read, the cache is current again: the next message needs no read.
+	gets = kv.gets.Load()
+	publishOK(t, f.pub, later("42", "4", 90))
+	if n := kv.gets.Load() - gets; n != 0 {
+		t.Errorf("%d directory reads after the cache was refreshed, want none", n)
+	}
+}
+
+func TestPublishNeverMovesLastInboundAtBack(t *testing.T) {
+	f, kv := countingFixture(t)
+	newer, older := later("42", "2", 60), later("42", "1", 0)
+	publishOK(t, f.pub, newer)
+	_, rev := freshEntry(t, f, newer.Subject)
+	gets, writes := kv.gets.Load(), kv.writes.Load()
+
+	publishOK(t, f.pub, older)
+	e, after := freshEntry(t, f, newer.Subject)
+	if !e.LastInboundAt.Equal(newer.Time) || !e.WindowExpiresAt.Equal(newer.Time.Add(24*time.Hour)) {
+		t.Errorf("last inbound %s window %s after an older message, want %s", e.LastInboundAt, e.WindowExpiresAt, newer.Time)
+	}
+	if after != rev || kv.gets.Load() != gets || kv.writes.Load() != writes {
+		t.Errorf("an older message touched the directory: revision %d → %d", rev, after)
+	}
+	if n := len(streamMsgs(t, f.reg.Events)); n != 2 {
+		t.Errorf("%d events stored, want both", n)
+	}
+
+	// Both in one call, newest first: one write, the newest time.
+	a, b := later("77", "2", 60), later("77", "1", 0)
+	publishOK(t, f.pub, a, b)
+	if e, _ := freshEntry(t, f, a.Subject); !e.LastInboundAt.Equal(a.Time) {
+		t.Errorf("last inbound %s after a batch, want the newest %s", e.LastInboundAt, a.Time)
+	}
+}
+
+func TestPublishOfARefusedEventOnACachedConversationIsNotDurable(t *testing.T) {
+	f, _ := countingFixture(t)
+	publishOK(t, f.pub, message("42", "1"))
+
+	big := later("42", "2", 30)
+	big.Data.Message.Text = strings.Repeat("x", 2<<20) // over the server's max payload
+	err := f.pub.Publish(t.Context(), big)
+	if !errors.Is(err, connectors.ErrNotDurable) || !errors.Is(err, bus.ErrInvalidMessage) {
+		t.Fatalf("Publish of an event NATS refuses = %v, want ErrNotDurable and ErrInvalidMessage", err)
+	}
+	if n := len(streamMsgs(t, f.reg.Events)); n != 1 {
+		t.Errorf("%d events stored, want only the first", n)
+	}
+
+	// Whatever became of the batched directory write, the next message is
+	// recorded right.
+	next := later("42", "3", 60)
+	publishOK(t, f.pub, next)
+	if e, _ := freshEntry(t, f, next.Subject); !e.LastInboundAt.Equal(next.Time) {
+		t.Errorf("last inbound %s, want %s", e.LastInboundAt, next.Time)
+	}
+}
+
+func TestConcurrentPublishersOnTwoInstancesKeepTheNewestMessage(t *testing.T) {
+	f := newFixture(t)
+	pubs := make([]*ingest.Publisher, 2)
+	for i := range pubs {
+		pubs[i] = ingest.New(ingest.Options{
+			Bus: f.bus, Region: region, Platform: platform, Connector: connector, Account: account,
+			Directory: directory.New(f.reg.Directory, region), ReplyWindow: 24 * time.Hour,
+		})
+	}
+	const n = 40
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		// Times interleave so that older messages often land after newer ones.
+		sec := (i * 7) % n
+		ev := later("42", strconv.Itoa(i), sec)
+		wg.Go(func() { errs <- pubs[i%2].Publish(ctx, ev) })
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("Publish: %v", err)
+		}
+	}
+	want := message("42", "x").Time.Add((n - 1) * time.Second)
+	e, _ := freshEntry(t, f, message("42", "x").Subject)
+	if !e.LastInboundAt.Equal(want) || !e.WindowExpiresAt.Equal(want.Add(24*time.Hour)) {
+		t.Errorf("last inbound %s window %s, want the newest %s", e.LastInboundAt, e.WindowExpiresAt, want)
+	}
+	if got := len(streamMsgs(t, f.reg.Events)); got != n {
+		t.Errorf("%d events stored, want %d", got, n)
 	}
 }
