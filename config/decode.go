@@ -54,6 +54,9 @@ func (c Connector) DecodeSettings(v any) error {
 	var probs problems
 	checker{&probs}.check(c.Settings, rv.Type().Elem(), path{})
 	if err := probs.err(); err != nil {
+		// Decode what does fit anyway, so the connector can validate the
+		// rest and every problem of the block is reported at once.
+		_ = c.Settings.Decode(v)
 		return err
 	}
 	if err := c.Settings.Decode(v); err != nil {

@@ -116,6 +116,15 @@ type Publisher interface {
 	Publish(ctx context.Context, events ...*normalize.Event) error
 }
 
+// Prober is implemented by Publishers that can tell, without storing
+// anything, whether events could be stored right now. A webhook connector
+// has no traffic of its own to prove that storage is back after an outage,
+// so while it reports storage trouble it probes, and reports running again
+// as soon as a probe succeeds.
+type Prober interface {
+	Probe(ctx context.Context) error
+}
+
 // ErrNotDurable marks a failure to store events; webhooks answer 503 and
 // pollers keep their cursor so the platform delivers again.
 var ErrNotDurable = errors.New("not durable")

@@ -59,12 +59,16 @@ func (d *delivery) deadLetter(ctx context.Context, f failure) error {
 	if conv == "" {
 		conv = string(d.statusConversation())
 	}
-	msgID := "dlq:" + d.replyID
+	// The contract's Nats-Msg-Id is the reply command id. A replayed reply
+	// that fails again needs another id, or the DLQ's dedupe window would
+	// drop its second dead letter.
+	msgID := d.replyID
 	if g := d.marker.Generation; g > 0 {
 		msgID += ":" + strconv.Itoa(g)
 	}
 	h := nats.Header{}
-	h.Set("Content-Type", "application/json")
+	// The body is the reply command, stored as it came.
+	h.Set("Content-Type", bus.ContentTypeCloudEvents)
 	h.Set(HeaderReplyID, d.replyID)
 	h.Set(HeaderErrorCode, string(f.Code))
 	h.Set(HeaderErrorMessage, clip(f.Message, maxHeaderMessage))

@@ -172,6 +172,17 @@ func (p *Publisher) Stored() int64 { return p.stored.Load() }
 // duplicates of stored ones.
 func (p *Publisher) Duplicates() int64 { return p.duplicates.Load() }
 
+// Probe implements connectors.Prober.
+func (p *Publisher) Probe(ctx context.Context) error {
+	if p.down.Load() {
+		return fmt.Errorf("probing: nats unavailable (simulated): %w", connectors.ErrNotDurable)
+	}
+	if _, err := p.bus.JS().AccountInfo(ctx); err != nil {
+		return fmt.Errorf("probing jetstream: %w: %w", connectors.ErrNotDurable, err)
+	}
+	return nil
+}
+
 // Publish implements connectors.Publisher.
 func (p *Publisher) Publish(ctx context.Context, events ...*normalize.Event) error {
 	p.calls.Add(1)

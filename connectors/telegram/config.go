@@ -145,11 +145,23 @@ func decodeSettings(raw connectors.Settings) (settings, []connectors.Problem, er
 }
 
 // validate checks settings without building a connector; problem paths are
-// relative to the telegram block.
+// relative to the telegram block. A block that does not decode cleanly (an
+// unknown key) is still validated as far as it decoded, so every problem is
+// reported at once.
 func validate(raw connectors.Settings) []connectors.Problem {
-	_, problems, err := decodeSettings(raw)
-	if err != nil {
-		return decodeProblems(err)
+	if raw == nil {
+		return []connectors.Problem{{Path: "token", Message: "required"}}
+	}
+	var s Settings
+	var problems []connectors.Problem
+	if err := raw.DecodeSettings(&s); err != nil {
+		problems = decodeProblems(err)
+	}
+	_, more := s.resolve()
+	for _, p := range more {
+		if !slices.ContainsFunc(problems, func(q connectors.Problem) bool { return q.Path == p.Path }) {
+			problems = append(problems, p)
+		}
 	}
 	return problems
 }

@@ -98,6 +98,15 @@ func TestValidateReportsUnknownKeys(t *testing.T) {
 	}
 }
 
+func TestValidateReportsEveryProblemBesideAnUnknownKey(t *testing.T) {
+	got := validate(connectortest.YAMLSettings("mode: webhook\nbogus: 1\n"))
+	for _, path := range []string{"token", "webhook_secret"} {
+		if !slices.ContainsFunc(got, func(p connectors.Problem) bool { return p.Path == path }) {
+			t.Errorf("validate = %v, want a problem at %s as well as the unknown key", got, path)
+		}
+	}
+}
+
 // pathErrors is a decoding error worded like Parley's config loader's.
 type pathErrors struct{}
 
@@ -110,6 +119,9 @@ func TestValidateKeepsThePathsOfDecodingErrors(t *testing.T) {
 		{Path: "bot_token", Message: "unknown key (line 2)"},
 		{Path: "allowed_updates[1]", Message: "must be a string (line 4)"},
 		{Message: "must be a mapping"},
+		// What did decode (nothing here) is validated too, so every
+		// problem of the block is reported at once.
+		{Path: "token", Message: "required"},
 	}
 	if got := validate(pathErrors{}); !slices.Equal(got, want) {
 		t.Errorf("validate =\n %v\nwant\n %v", got, want)

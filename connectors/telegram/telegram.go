@@ -28,12 +28,16 @@ var Descriptor = connectors.Descriptor{
 	Validate: validate,
 	Sample:   sample,
 	// Telegram's flood limits (Bot FAQ): about one message a second per
-	// chat, twenty a minute per group, thirty a second per bot.
+	// chat, twenty a minute per group, thirty a second per bot. Telegram
+	// counts the thirty over any second, so the bucket lets no burst through
+	// on top of the rate (a burst of 30 after an idle second would allow 60
+	// in the first second), and runs a little under thirty so that network
+	// jitter never lands a 31st send inside one of Telegram's seconds.
 	Limits: connectors.Limits{
 		PerConversation: time.Second,
 		PerGroup:        3 * time.Second,
-		PerAccount:      30,
-		Burst:           30,
+		PerAccount:      28,
+		Burst:           1,
 	},
 }
 
@@ -160,8 +164,40 @@ func (c *Connector) runWebhook(ctx context.Context) error {
 		return err
 	}
 	c.health.setStarted()
-	<-ctx.Done()
-	return nil
+	probe := time.NewTicker(storageProbeInterval)
+	defer probe.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-probe.C:
+			c.probeStorage(ctx)
+		}
+	}
+}
+
+// storageProbeInterval is how often a webhook connector that saw events
+// fail to store checks whether storage is back.
+const storageProbeInterval = 2 * time.Second
+
+// probeStorage clears a storage problem once the publisher can store again.
+// Without it a webhook connector would stay degraded — and the instance
+// unready, so a load balancer might never send Telegram's retry that would
+// clear it — until the next update happened to arrive.
+func (c *Connector) probeStorage(ctx context.Context) {
+	if !c.health.hasStorageProblem() {
+		return
+	}
+	p, ok := c.deps.Publisher.(connectors.Prober)
+	if !ok {
+		return
+	}
+	pctx, cancel := context.WithTimeout(ctx, storageProbeInterval)
+	defer cancel()
+	if err := p.Probe(pctx); err == nil {
+		c.log.Info("events can be stored again")
+		c.health.setStorage(nil)
+	}
 }
 
 // registerWebhook calls setWebhook until it succeeds, ctx ends (nil) or the
@@ -348,6 +384,12 @@ func (h *healthState) setStorage(p *problem) {
 	}
 	h.storage = p
 	h.publishLocked()
+}
+
+func (h *healthState) hasStorageProblem() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.storage != nil
 }
 
 func (h *healthState) setPlatform(p *problem) {

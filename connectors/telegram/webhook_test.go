@@ -286,3 +286,33 @@ func TestPollingConnectorsWebhookAnswers404(t *testing.T) {
 		t.Errorf("status %d, want 404", resp.StatusCode)
 	}
 }
+
+func TestWebhookConnectorReportsRunningOnceStorageIsBackWithoutNewTraffic(t *testing.T) {
+	w := newWebhookEnv(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- w.c.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitState := func(want normalize.State) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for w.c.Health().State != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("health %s, want %s", w.c.Health().State, want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitState(normalize.StateRunning)
+
+	w.env.Publisher.SetDown(true)
+	if resp, body := w.post(t, http.MethodPost, testSecret, textUpdate(t, w.sim, 12, "anyone?")); resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("status %d (%s), want 503", resp.StatusCode, body)
+	}
+	waitState(normalize.StateDegraded)
+
+	// No update arrives after the outage: the connector must find out by
+	// itself, or /readyz would keep the instance out of rotation.
+	w.env.Publisher.SetDown(false)
+	waitState(normalize.StateRunning)
+}

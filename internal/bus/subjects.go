@@ -48,10 +48,11 @@ func StreamName(kind, region string) string {
 	return "PARLEY_" + strings.ToUpper(kind) + "_" + strings.ToUpper(strings.ReplaceAll(region, "-", "_"))
 }
 
-// BucketName names a region's key-value bucket or object store:
-// BucketName("leases", "eu-west") is "parley_leases_eu_west".
+// BucketName names a region's key-value bucket or object store, as the
+// contract spells it: BucketName("leases", "eu-west") is
+// "parley_leases_eu-west" (bucket names, unlike stream names, may hold '-').
 func BucketName(purpose, region string) string {
-	return "parley_" + purpose + "_" + strings.ReplaceAll(region, "-", "_")
+	return "parley_" + purpose + "_" + region
 }
 
 // Token makes v safe as one subject token and as (part of) a KV key. The

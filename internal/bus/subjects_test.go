@@ -189,7 +189,7 @@ func TestNames(t *testing.T) {
 		{bus.StreamName("cmd", "eu-west"), "PARLEY_CMD_EU_WEST"},
 		{bus.StreamName(bus.StreamDLQ, "latam"), "PARLEY_DLQ_LATAM"},
 		{bus.StreamName(bus.StreamMedia, "ap-south-1"), "PARLEY_MEDIA_AP_SOUTH_1"},
-		{bus.BucketName(bus.BucketLeases, "eu-west"), "parley_leases_eu_west"},
+		{bus.BucketName(bus.BucketLeases, "eu-west"), "parley_leases_eu-west"},
 		{bus.BucketName(bus.BucketDirectory, "eu"), "parley_directory_eu"},
 		{bus.BucketName(bus.BucketMedia, "us"), "parley_media_us"},
 	}

@@ -111,6 +111,15 @@ func notDurable(format string, args ...any) error {
 // Publish stores events, the media jobs of their attachments and the
 // directory records of their conversations in one batch, and waits for
 // every acknowledgement. See the package invariants.
+// Probe implements connectors.Prober: it asks JetStream for the account's
+// state, which succeeds only while events could be stored.
+func (p *Publisher) Probe(ctx context.Context) error {
+	if _, err := p.o.Bus.JS().AccountInfo(ctx); err != nil {
+		return fmt.Errorf("probing jetstream: %w: %w", connectors.ErrNotDurable, err)
+	}
+	return nil
+}
+
 func (p *Publisher) Publish(ctx context.Context, events ...*normalize.Event) error {
 	if len(events) == 0 {
 		return nil
