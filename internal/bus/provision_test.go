@@ -48,10 +48,10 @@ func TestProvisionCreatesTheRegionsResources(t *testing.T) {
 		name string
 		ttl  time.Duration
 	}{
-		{r.Directory, "parley_directory_eu_west", 0},
-		{r.Leases, "parley_leases_eu_west", 3 * time.Second},
-		{r.Cursors, "parley_cursors_eu_west", 0},
-		{r.Outbox, "parley_outbox_eu_west", 7 * 24 * time.Hour},
+		{r.Directory, "parley_directory_eu-west", 0},
+		{r.Leases, "parley_leases_eu-west", 3 * time.Second},
+		{r.Cursors, "parley_cursors_eu-west", 0},
+		{r.Outbox, "parley_outbox_eu-west", 7 * 24 * time.Hour},
 	}
 	for _, want := range buckets {
 		st, err := want.kv.Status(ctx)
@@ -66,7 +66,7 @@ func TestProvisionCreatesTheRegionsResources(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ost.Bucket() != "parley_media_eu_west" || ost.TTL() != 30*24*time.Hour || ost.Storage() != jetstream.FileStorage {
+	if ost.Bucket() != "parley_media_eu-west" || ost.TTL() != 30*24*time.Hour || ost.Storage() != jetstream.FileStorage {
 		t.Errorf("media object store: bucket %s ttl %s", ost.Bucket(), ost.TTL())
 	}
 }
