@@ -1,0 +1,92 @@
+package app
+
+import (
+	"context"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/parley-gateway/parley/config"
+)
+
+func parseConfig(t *testing.T, yaml string) *config.Config {
+	t.Helper()
+	cfg, err := config.Parse([]byte(yaml), config.WithLookupEnv(func(string) (string, bool) { return "", false }))
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	return cfg
+}
+
+func configYAML(dataDir, token string) string {
+	return `
+data_dir: "` + dataDir + `"
+nats: {embedded: {sync: interval}}
+http: {listen: "127.0.0.1:0"}
+api: {tokens: ["t"]}
+connectors:
+  - id: tg-one
+    platform: telegram
+    region: eu
+    telegram: {token: "` + token + `", mode: webhook, webhook_secret: s}
+`
+}
+
+// A connector that cannot be built must leave nothing running: the same
+// data directory (whose embedded store is locked while a server runs) can be
+// opened again at once.
+func TestNewLeavesNothingRunningWhenAConnectorCannotBeBuilt(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+
+	// Bypass config validation, as a config built in code could.
+	bad := parseConfig(t, configYAML(dir, "1:a"))
+	bad.Connectors[0].Settings.Content[1].Value = "not-a-token"
+	if _, err := New(ctx, bad, Options{}); err == nil || !strings.Contains(err.Error(), "token") {
+		t.Fatalf("New with a bad token = %v, want an error naming the token", err)
+	}
+
+	good := parseConfig(t, configYAML(dir, "1:a"))
+	a, err := New(ctx, good, Options{})
+	if err != nil {
+		t.Fatalf("New after a failed New on the same data dir: %v", err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- a.Run(runCtx) }()
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get("http://" + a.HTTPAddr() + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("gateway not ready within 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run after cancel = %v, want nil", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return within 30s of cancel")
+	}
+}
+
+func TestNewRefusesARegionNoConnectorNames(t *testing.T) {
+	cfg := parseConfig(t, configYAML(filepath.Join(t.TempDir(), "data"), "1:a"))
+	_, err := New(t.Context(), cfg, Options{Regions: []string{"mars"}})
+	if err == nil || !strings.Contains(err.Error(), "mars") {
+		t.Fatalf("New = %v, want an error naming the region", err)
+	}
+}
