@@ -129,7 +129,8 @@ type Prober interface {
 // pollers keep their cursor so the platform delivers again.
 var ErrNotDurable = errors.New("not durable")
 
-// ErrNotFound is returned by Store.Get for a key that was never written.
+// ErrNotFound is returned by Store.Get for a key that was never written,
+// and by MediaStore.OpenMedia for media that is not stored.
 var ErrNotFound = errors.New("not found")
 
 // Store keeps a connector's small durable state (poll cursors), scoped to
@@ -148,7 +149,8 @@ type Conversations interface {
 	SetReachable(ctx context.Context, id normalize.ConversationID, reachable bool, reason string) error
 }
 
-// Deps is what Parley hands a connector. Every field is set.
+// Deps is what Parley hands a connector. Every field is set, Media
+// included.
 type Deps struct {
 	ID       string // connector id from the config
 	Platform string
@@ -158,6 +160,7 @@ type Deps struct {
 	Publisher     Publisher
 	Cursors       Store
 	Conversations Conversations
+	Media         MediaStore
 	HTTPClient    *http.Client // for platform API calls
 	PublicURL     string       // external base URL, "" when none; webhooks are at PublicURL + "/webhooks/" + ID
 	Now           func() time.Time
@@ -165,6 +168,18 @@ type Deps struct {
 	// OnHealth is called on every health change; the supervisor publishes
 	// it as a parley.connector.state event. Use HealthTracker.
 	OnHealth func(Health)
+}
+
+// MediaStore opens inbound media Parley stored, for replies that send a
+// stored file back (reply attachments by media_id). It sees only the
+// connector's own region: media stays in the region it was received in.
+type MediaStore interface {
+	// OpenMedia streams the stored bytes of id; the caller closes the
+	// reader. MediaInfo carries the stored content type, size and file
+	// name. The error wraps ErrNotFound when no such media is stored (never
+	// received, malformed id, or expired); any other error is storage
+	// trouble that may pass.
+	OpenMedia(ctx context.Context, id normalize.MediaID) (io.ReadCloser, MediaInfo, error)
 }
 
 // Settings is a connector's own configuration block, still undecoded.

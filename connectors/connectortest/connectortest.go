@@ -16,6 +16,8 @@ package connectortest
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -240,6 +242,11 @@ func (c *countingDeps) Put(context.Context, string, []byte) error {
 	return nil
 }
 
+func (c *countingDeps) OpenMedia(_ context.Context, id normalize.MediaID) (io.ReadCloser, connectors.MediaInfo, error) {
+	c.n.Add(1)
+	return nil, connectors.MediaInfo{}, fmt.Errorf("media %s: %w", id, connectors.ErrNotFound)
+}
+
 func (c *countingDeps) SetReachable(context.Context, normalize.ConversationID, bool, string) error {
 	c.n.Add(1)
 	return nil
@@ -257,6 +264,7 @@ func testNewNoIO(t *testing.T, h Harness) {
 		Publisher:     used,
 		Cursors:       used,
 		Conversations: used,
+		Media:         used,
 		HTTPClient:    &http.Client{Transport: tr},
 		PublicURL:     "http://127.0.0.1:1",
 		Now:           time.Now,
@@ -277,7 +285,7 @@ func testNewNoIO(t *testing.T, h Harness) {
 		t.Errorf("New made %d HTTP requests, want none", n)
 	}
 	if n := used.n.Load(); n != 0 {
-		t.Errorf("New used the publisher, cursors or conversations %d times, want none", n)
+		t.Errorf("New used the publisher, cursors, conversations or media %d times, want none", n)
 	}
 }
 

@@ -1,6 +1,7 @@
 package connectortest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"github.com/parley-gateway/parley/internal/bus"
 	"github.com/parley-gateway/parley/internal/bustest"
 	"github.com/parley-gateway/parley/internal/directory"
+	"github.com/parley-gateway/parley/internal/media"
 	"github.com/parley-gateway/parley/normalize"
 )
 
@@ -33,6 +35,9 @@ type Env struct {
 	Publisher *Publisher
 	Cursors   *Cursors
 	Health    *HealthLog
+	// Media is Deps.Media: the region's object store, as Parley wires it.
+	// PutMedia stores bytes in it.
+	Media *media.Store
 	// Deps is what the connector is built with. Tests may change fields
 	// (PublicURL, Now) before calling New.
 	Deps connectors.Deps
@@ -52,6 +57,7 @@ func NewEnv(t testing.TB, platform, id string) *Env {
 		Publisher: &Publisher{t: t, bus: b, dir: dir, want: normalize.Source(Region, platform, id)},
 		Cursors:   &Cursors{kv: r.Cursors, scope: bus.Token(id)},
 		Health:    &HealthLog{},
+		Media:     media.NewStore(r),
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.Proxy = nil // everything a test talks to is on 127.0.0.1
@@ -64,11 +70,21 @@ func NewEnv(t testing.TB, platform, id string) *Env {
 		Publisher:     e.Publisher,
 		Cursors:       e.Cursors,
 		Conversations: dir,
+		Media:         e.Media,
 		HTTPClient:    &http.Client{Transport: tr, Timeout: 30 * time.Second},
 		Now:           time.Now,
 		OnHealth:      e.Health.Record,
 	}
 	return e
+}
+
+// PutMedia stores data in the region's object store as the media worker
+// stores a downloaded attachment, so that replies can send it back by id.
+func (e *Env) PutMedia(t testing.TB, id normalize.MediaID, contentType, filename string, data []byte) {
+	t.Helper()
+	if _, err := e.Region.Media.Put(t.Context(), media.ObjectMeta(id, contentType, filename), bytes.NewReader(data)); err != nil {
+		t.Fatalf("storing media %s: %v", id, err)
+	}
 }
 
 // TestLogger logs at Debug to the test's output, shown when it fails or

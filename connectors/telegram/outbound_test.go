@@ -285,9 +285,6 @@ func TestPlanRefusesWhatTelegramCannotSend(t *testing.T) {
 		to    connectors.Address
 		code  normalize.ErrorCode
 	}{
-		{"stored media by media_id is unsupported",
-			normalize.Reply{Attachments: []normalize.ReplyAttachment{{MediaID: normalize.NewMediaID("telegram", "1", "f")}}},
-			testAddress(), normalize.ErrUnsupported},
 		{"a reply_to that is not a message id is invalid",
 			normalize.Reply{Text: "hi", ReplyTo: "abc"}, testAddress(), normalize.ErrInvalidReply},
 		{"a thread that is not a topic id is invalid",

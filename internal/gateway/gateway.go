@@ -34,6 +34,7 @@ import (
 	"github.com/parley-gateway/parley/internal/bus"
 	"github.com/parley-gateway/parley/internal/directory"
 	"github.com/parley-gateway/parley/internal/ingest"
+	"github.com/parley-gateway/parley/internal/media"
 	"github.com/parley-gateway/parley/internal/metrics"
 	"github.com/parley-gateway/parley/normalize"
 )
@@ -235,6 +236,7 @@ func (g *Gateway) build(s Spec) (u *unit, err error) {
 		Publisher:     u.pub,
 		Cursors:       ingest.NewCursors(region.Cursors, s.ID),
 		Conversations: ingest.NewConversations(dir),
+		Media:         media.NewStore(region), // the connector's own region only: media stays where it was received
 		HTTPClient:    g.o.HTTPClient,
 		PublicURL:     g.o.PublicURL,
 		Now:           g.o.Now,

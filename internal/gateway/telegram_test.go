@@ -12,6 +12,7 @@ import (
 
 	"github.com/go-telegram/bot/models"
 
+	"github.com/parley-gateway/parley/connectors"
 	"github.com/parley-gateway/parley/connectors/connectortest"
 	"github.com/parley-gateway/parley/connectors/telegram"
 	"github.com/parley-gateway/parley/connectors/telegram/telegramsim"
@@ -129,6 +130,29 @@ func TestTelegramPhotoEndsStoredInTheObjectStore(t *testing.T) {
 	}
 	if e.PlatformID != "1001" || e.Connector != "tg-eu" {
 		t.Errorf("directory entry %+v", e)
+	}
+
+	// A reply sends the stored photo back by its media id: the connector
+	// reads it from its region's object store and uploads it.
+	conn, _, ok := rg.g.Connector("tg-eu")
+	if !ok {
+		t.Fatal("no tg-eu connector")
+	}
+	to := connectors.Address{ConversationID: msg.Subject, Kind: e.Kind, PlatformID: e.PlatformID}
+	parts, err := conn.Plan(&normalize.Reply{ID: "rep-1", ConversationID: msg.Subject,
+		Attachments: []normalize.ReplyAttachment{{MediaID: att.MediaID, Caption: "this one?"}}}, to)
+	if err != nil || len(parts) != 1 {
+		t.Fatalf("Plan = %d parts, %v", len(parts), err)
+	}
+	if _, err := conn.SendPart(t.Context(), to, parts[0]); err != nil {
+		t.Fatalf("sending the stored photo back: %v", err)
+	}
+	sent := sim.Sent()
+	if len(sent) != 1 || sent[0].Method != "sendPhoto" || sent[0].Caption != "this one?" {
+		t.Fatalf("sent %+v, want one sendPhoto with the caption", sent)
+	}
+	if up, _ := sim.File(sent[0].MediaFileID); !bytes.Equal(up, photo) {
+		t.Errorf("uploaded %d bytes, want the stored photo's %d", len(up), len(photo))
 	}
 }
 

@@ -121,7 +121,7 @@ func descriptor(instance string) connectors.Descriptor {
 			}
 			// The contract: every field of Deps is set.
 			if deps.ID == "" || deps.Platform == "" || deps.Region == "" || deps.Logger == nil ||
-				deps.Publisher == nil || deps.Cursors == nil || deps.Conversations == nil ||
+				deps.Publisher == nil || deps.Cursors == nil || deps.Conversations == nil || deps.Media == nil ||
 				deps.HTTPClient == nil || deps.Now == nil || deps.OnHealth == nil {
 				return nil, fmt.Errorf("incomplete deps: %+v", deps)
 			}

@@ -279,12 +279,8 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg, job *Job, attem
 		mime = http.DetectContentType(head)
 	}
 	src := &hashingReader{r: br, h: sha256.New()}
-	meta := jetstream.ObjectMeta{
-		Name:        name,
-		Description: "attachment " + strconv.Itoa(job.AttachmentIndex) + " of event " + string(job.EventID),
-		Headers:     nats.Header{"Content-Type": []string{mime}},
-		Metadata:    map[string]string{metaFilename: firstNonEmpty(mi.Filename, job.Filename)},
-	}
+	meta := ObjectMeta(job.MediaID, mime, firstNonEmpty(mi.Filename, job.Filename))
+	meta.Description = "attachment " + strconv.Itoa(job.AttachmentIndex) + " of event " + string(job.EventID)
 	if _, err := store.Put(ctx, meta, src); err != nil {
 		if src.err != nil {
 			// The platform's body broke off: classify it like a fetch error.

@@ -482,3 +482,44 @@ func TestOpen(t *testing.T) {
 		})
 	}
 }
+
+func TestStoreOpensOnlyItsOwnRegion(t *testing.T) {
+	b := bustest.Start(t)
+	eu := bustest.ProvisionRegion(t, b, "eu")
+	us := bustest.ProvisionRegion(t, b, "us")
+	id := normalize.NewMediaID(platform, account, "f")
+	if _, err := eu.Media.Put(t.Context(), media.ObjectMeta(id, "application/pdf", "scan.pdf"), strings.NewReader("%PDF")); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name     string
+		region   *bus.Region
+		id       normalize.MediaID
+		wantInfo connectors.MediaInfo
+		notFound bool
+	}{
+		{name: "media of the region opens with its stored type and name", region: eu, id: id,
+			wantInfo: connectors.MediaInfo{MimeType: "application/pdf", Size: 4, Filename: "scan.pdf"}},
+		{name: "media of another region is not found", region: us, id: id, notFound: true},
+		{name: "a malformed id is not found", region: eu, id: "../etc/passwd", notFound: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rc, info, err := media.NewStore(tt.region).OpenMedia(t.Context(), tt.id)
+			if tt.notFound {
+				if !errors.Is(err, connectors.ErrNotFound) || !errors.Is(err, media.ErrNotFound) {
+					t.Fatalf("OpenMedia = %v, want not found", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("OpenMedia: %v", err)
+			}
+			defer rc.Close()
+			got, _ := io.ReadAll(rc)
+			if string(got) != "%PDF" || info != tt.wantInfo {
+				t.Errorf("got %q %+v, want %+v", got, info, tt.wantInfo)
+			}
+		})
+	}
+}
