@@ -643,3 +643,154 @@ func benchHTTPNoop(b *testing.B) {
 	p := newPoster(b, ts.URL+"/webhooks/"+benchConnector)
 	drive(b, benchClients, p.post)
 }
+
+// --- latency at half the peak rate -------------------------------------------
+
+// BenchmarkIngestHalfPeak measures the design target "p99 ≤ 15 ms at half
+// the peak rate" (DESIGN.md, Targets) for the parley variant, peak and
+// half-peak in the same run and on the same gateway and store:
+//
+//  1. Peak: halfPeakProbe requests (updates 0 … halfPeakProbe-1) from
+//     benchClients clients in a closed loop, as in BenchmarkIngest; peak is
+//     halfPeakProbe divided by their wall time. This also fills the
+//     directory cache with every chat, so phase 2 is steady-state traffic.
+//  2. Half peak: b.N more requests (the following updates) in an open loop:
+//     request k is due at t0 + k/(peak/2) and is sent from its own
+//     goroutine as soon as it is due, whether or not earlier requests have
+//     been answered. Its latency runs from its due time, not from when it
+//     was actually sent, so a late dispatcher or a queue in the gateway
+//     shows in the figures instead of slowing the schedule down
+//     (no coordinated omission).
+//
+// Reported: peak-req/s, target-req/s (peak/2), sent-req/s (b.N over the
+// time from t0 to the last request sent, i.e. the schedule the load
+// generator kept), done-req/s (b.N over the time from t0 to the last
+// answer), p50/p99/p999/max of the open-loop latencies in ms, and
+// late-p99-ms, the p99 of how late each request's goroutine started after
+// its due time (the load generator's own share of the latency). Every
+// request must be answered 200 and the event stream must hold every event
+// of both phases.
+//
+//	go test -run '^$' -bench IngestHalfPeak -benchtime 20000x -count 3 ./internal/app/
+func BenchmarkIngestHalfPeak(b *testing.B) {
+	for _, mode := range benchModes {
+		b.Run(mode.name, func(b *testing.B) { benchParleyHalfPeak(b, mode.syncAlways) })
+	}
+}
+
+const (
+	// halfPeakProbe is how many closed-loop requests measure the peak.
+	halfPeakProbe = 3000
+	// halfPeakConns is how many idle keep-alive connections the open-loop
+	// client keeps: more than requests are ever in flight at half peak, so
+	// connections are reused rather than redialled.
+	halfPeakConns = 512
+)
+
+func benchParleyHalfPeak(b *testing.B, syncAlways bool) {
+	bb, r := benchBus(b, syncAlways)
+	ts := httptest.NewServer(parleyServer(b, bb, r))
+	b.Cleanup(ts.Close)
+	tr := &http.Transport{
+		MaxIdleConns:        halfPeakConns,
+		MaxIdleConnsPerHost: halfPeakConns,
+		IdleConnTimeout:     time.Minute,
+		DisableCompression:  true,
+	}
+	b.Cleanup(tr.CloseIdleConnections)
+	total := halfPeakProbe + b.N
+	p := &poster{client: &http.Client{Transport: tr, Timeout: benchWait}, url: ts.URL + "/webhooks/" + benchConnector, bodies: make([][]byte, total)}
+	for i := range p.bodies {
+		p.bodies[i] = updateBody(i)
+	}
+
+	// 1. Peak, closed loop.
+	runtime.GC()
+	var next atomic.Int64
+	var failed atomic.Bool
+	var errOnce sync.Once
+	var firstErr error
+	fail := func(i int, err error) {
+		errOnce.Do(func() { firstErr = fmt.Errorf("request %d: %w", i, err) })
+		failed.Store(true)
+	}
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	for range benchClients {
+		wg.Go(func() {
+			for !failed.Load() {
+				i := int(next.Add(1) - 1)
+				if i >= halfPeakProbe {
+					return
+				}
+				if err := p.post(i); err != nil {
+					fail(i, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if firstErr != nil {
+		b.Fatalf("peak: %v", firstErr)
+	}
+	peak := float64(halfPeakProbe) / time.Since(t0).Seconds()
+	rate := peak / 2
+	interval := time.Duration(float64(time.Second) / rate)
+
+	// 2. Half peak, open loop.
+	lat := make([]time.Duration, b.N)
+	late := make([]time.Duration, b.N) // goroutine start minus due time
+	var lastDone atomic.Int64          // ns after start of the last answer
+	runtime.GC()
+	b.ResetTimer()
+	start := time.Now()
+	for k := range b.N {
+		if failed.Load() {
+			break
+		}
+		due := start.Add(time.Duration(k) * interval)
+		if d := time.Until(due); d > 0 {
+			time.Sleep(d)
+		}
+		wg.Go(func() {
+			i := halfPeakProbe + k
+			late[k] = time.Since(due)
+			if err := p.post(i); err != nil {
+				fail(i, err)
+				return
+			}
+			now := time.Now()
+			lat[k] = now.Sub(due)
+			done := int64(now.Sub(start))
+			for {
+				prev := lastDone.Load()
+				if done <= prev || lastDone.CompareAndSwap(prev, done) {
+					break
+				}
+			}
+		})
+	}
+	sent := time.Since(start)
+	wg.Wait()
+	b.StopTimer()
+	if firstErr != nil {
+		b.Fatalf("half peak: %v", firstErr)
+	}
+	slices.Sort(lat)
+	slices.Sort(late)
+	pctOf := func(d []time.Duration, q float64) float64 {
+		return float64(d[min(len(d)-1, int(q*float64(len(d))))].Microseconds()) / 1000
+	}
+	pct := func(q float64) float64 { return pctOf(lat, q) }
+	b.ReportMetric(peak, "peak-req/s")
+	b.ReportMetric(rate, "target-req/s")
+	b.ReportMetric(float64(b.N)/sent.Seconds(), "sent-req/s")
+	b.ReportMetric(float64(b.N)/time.Duration(lastDone.Load()).Seconds(), "done-req/s")
+	b.ReportMetric(pct(0.50), "p50-ms")
+	b.ReportMetric(pct(0.99), "p99-ms")
+	b.ReportMetric(pct(0.999), "p999-ms")
+	b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max-ms")
+	b.ReportMetric(pctOf(late, 0.99), "late-p99-ms")
+	wantStored(b, r, total)
+}
