@@ -389,13 +389,21 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if known {
 		name = m.name
 	}
-	status := s.serveMethod(w, r, token, name, known, m.h)
+	if status := s.serveMethod(w, r, token, name, known, m.h); status != 0 {
+		s.recordResponse(name, status)
+	}
+}
+
+// recordResponse counts an answer. A dropped connection (status 0) is
+// counted by serveMethod before it drops, so a client that sees the drop
+// also sees it counted.
+func (s *Sim) recordResponse(name string, status int) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.responses[name] == nil {
 		s.responses[name] = map[int]int{}
 	}
 	s.responses[name][status]++
-	s.mu.Unlock()
 }
 
 // serveMethod answers one Bot API call and returns the status it answered with (0 for a dropped
@@ -428,6 +436,7 @@ func (s *Sim) serveMethod(w http.ResponseWriter, r *http.Request, token, name st
 			return fail(&apiError{Code: http.StatusInternalServerError, Description: DescInternalError})
 		}
 		if f.Drop {
+			s.recordResponse(name, 0)
 			dropConnection(w)
 			return 0
 		}
