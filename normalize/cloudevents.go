@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 )
 
@@ -171,16 +170,4 @@ func (e *Event) Validate() error {
 		return fmt.Errorf("invalid event: %w", errors.Join(errs...))
 	}
 	return nil
-}
-
-// EventKey returns the subject kind token for e ("message", "reaction"...).
-func EventKey(e *Event) string { return e.Type.Kind() }
-
-// SubjectToken returns the conversation token of an event's subject: the
-// conversation id, or "_" for connector-level events.
-func SubjectToken(c ConversationID) string {
-	if c == "" {
-		return "_"
-	}
-	return strings.TrimSpace(string(c))
 }

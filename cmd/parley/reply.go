@@ -49,26 +49,20 @@ func runReply(ctx context.Context, env *cliEnv, args []string) error {
 	defer b.Close(context.Background())
 
 	start := time.Now().Add(-time.Second)
-	var region string
-	var entry *directory.Entry
+	region := ""
 	for _, reg := range cfg.Regions() {
 		kv, err := b.JS().KeyValue(ctx, bus.BucketName("directory", reg))
 		if err != nil {
 			return fmt.Errorf("region %s has no conversation directory (has `parley serve` run with this config?): %w", reg, err)
 		}
-		dir := directory.New(kv, reg)
-		e, _, err := dir.Get(ctx, r.ConversationID)
+		res, err := outbox.Submit(ctx, b, directory.New(kv, reg), r)
 		if errors.Is(err, directory.ErrUnknown) {
 			continue
 		}
 		if err != nil {
 			return err
 		}
-		res, err := outbox.Submit(ctx, b, dir, r)
-		if err != nil {
-			return err
-		}
-		region, entry = reg, e
+		region = reg
 		note := ""
 		if res.Duplicate {
 			note = " (duplicate id: already stored)"
@@ -76,7 +70,7 @@ func runReply(ctx context.Context, env *cliEnv, args []string) error {
 		fmt.Fprintf(env.stdout, "reply %s stored in the outbox of region %s%s\n", r.ID, reg, note)
 		break
 	}
-	if entry == nil {
+	if region == "" {
 		return fmt.Errorf("conversation %s: %w", *conv, directory.ErrUnknown)
 	}
 	st, err := waitStatus(ctx, b, region, r.ID, start, *wait)
@@ -89,6 +83,8 @@ func runReply(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	return nil
 }
+
+var errStatusTimeout = errors.New("no delivery status in time")
 
 // waitStatus follows a region's status events from start until the
 // reply.sent or reply.failed of replyID arrives.

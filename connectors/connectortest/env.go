@@ -218,7 +218,7 @@ func (p *Publisher) Publish(ctx context.Context, events ...*normalize.Event) err
 		}
 		d := ev.Data
 		msgs = append(msgs, bus.Message{
-			Subject: p.bus.Subjects().Event(d.Region, d.Platform, d.Connector, normalize.SubjectToken(ev.Subject), ev.Type.Kind()),
+			Subject: p.bus.Subjects().Event(d.Region, d.Platform, d.Connector, string(ev.Subject), ev.Type.Kind()),
 			MsgID:   string(ev.ID),
 			Data:    data,
 		})

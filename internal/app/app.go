@@ -15,7 +15,6 @@ import (
 	"maps"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -357,13 +356,4 @@ func (a *App) openMedia(ctx context.Context, id normalize.MediaID) (io.ReadClose
 		return nil, "", 0, fmt.Errorf("media %s: %w", id, httpapi.ErrNotFound)
 	}
 	return rc, ctype, size, err
-}
-
-// DefaultDataDir resolves a relative data dir against the working directory,
-// so log lines show where the data is.
-func DefaultDataDir(dir string) string {
-	if abs, err := filepath.Abs(dir); err == nil {
-		return abs
-	}
-	return dir
 }

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -21,9 +22,13 @@ func parseConfig(t *testing.T, yaml string) *config.Config {
 }
 
 func configYAML(dataDir, token string) string {
+	return configYAMLListen(dataDir, token, "")
+}
+
+func configYAMLListen(dataDir, token, natsListen string) string {
 	return `
 data_dir: "` + dataDir + `"
-nats: {embedded: {sync: interval}}
+nats: {embedded: {sync: interval, listen: "` + natsListen + `"}}
 http: {listen: "127.0.0.1:0"}
 api: {tokens: ["t"]}
 connectors:
@@ -34,22 +39,33 @@ connectors:
 `
 }
 
-// A connector that cannot be built must leave nothing running: the same
-// data directory (whose embedded store is locked while a server runs) can be
-// opened again at once.
+// A connector that cannot be built must leave nothing running: the
+// embedded NATS server New had started is shut down, so its listener's port
+// is free again, and the same data directory opens again at once.
 func TestNewLeavesNothingRunningWhenAConnectorCannotBeBuilt(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	natsAddr := ln.Addr().String()
+	ln.Close()
 
 	// Bypass config validation, as a config built in code could.
-	bad := parseConfig(t, configYAML(dir, "1:a"))
+	bad := parseConfig(t, configYAMLListen(dir, "1:a", natsAddr))
 	bad.Connectors[0].Settings.Content[1].Value = "not-a-token"
 	if _, err := New(ctx, bad, Options{}); err == nil || !strings.Contains(err.Error(), "token") {
 		t.Fatalf("New with a bad token = %v, want an error naming the token", err)
 	}
+	ln, err = net.Listen("tcp", natsAddr)
+	if err != nil {
+		t.Fatalf("the embedded NATS server of the failed New still holds %s: %v", natsAddr, err)
+	}
+	ln.Close()
 
-	good := parseConfig(t, configYAML(dir, "1:a"))
+	good := parseConfig(t, configYAMLListen(dir, "1:a", natsAddr))
 	a, err := New(ctx, good, Options{})
 	if err != nil {
 		t.Fatalf("New after a failed New on the same data dir: %v", err)

@@ -320,7 +320,7 @@ func rawMsg(subject string, data []byte, i int) *nats.Msg {
 
 func rawSubject(bb *bus.Bus, i int) string {
 	conv := normalize.NewConversationID("telegram", benchBotID, strconv.FormatInt(chatOf(i), 10))
-	return bb.Subjects().Event(benchRegion, "telegram", benchConnector, normalize.SubjectToken(conv), "message")
+	return bb.Subjects().Event(benchRegion, "telegram", benchConnector, string(conv), "message")
 }
 
 func benchRawSync(b *testing.B, syncAlways bool) {

@@ -242,7 +242,7 @@ func (p *Publisher) eventMessage(ev *normalize.Event) (bus.Message, error) {
 	}
 	return bus.Message{
 		Subject: p.o.Bus.Subjects().Event(p.o.Region, p.o.Platform, p.o.Connector,
-			normalize.SubjectToken(ev.Subject), ev.Type.Kind()),
+			string(ev.Subject), ev.Type.Kind()),
 		MsgID:  string(ev.ID),
 		Data:   data,
 		Header: nats.Header{"Content-Type": []string{normalize.ContentType}},
@@ -294,7 +294,7 @@ func (p *Publisher) jobMessages(ev *normalize.Event) ([]bus.Message, error) {
 			return nil, fmt.Errorf("encoding media job %d of event %s: %w", i, ev.ID, err)
 		}
 		out = append(out, bus.Message{
-			Subject: p.o.Bus.Subjects().MediaJob(p.o.Region, p.o.Platform, p.o.Connector, normalize.SubjectToken(ev.Subject)),
+			Subject: p.o.Bus.Subjects().MediaJob(p.o.Region, p.o.Platform, p.o.Connector, string(ev.Subject)),
 			MsgID:   media.JobMsgID(ev.ID, i),
 			Data:    body,
 			Header:  nats.Header{"Content-Type": []string{"application/json"}},
