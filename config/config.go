@@ -21,7 +21,7 @@
 //
 // Invariants: a *Config returned without error has defaults applied and has
 // passed validation (of the platform blocks too, when Parse was given a
-// SettingsCheck); secrets are held as Secret, which never prints
+// SettingsCheck); secrets are held as secret.String, which never prints
 // its value; and each Connector keeps its platform block as an expanded but
 // undecoded *yaml.Node, so this package does not import any connector.
 package config
@@ -31,6 +31,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/parley-gateway/parley/internal/secret"
 )
 
 // Config is the whole configuration file (CONTRACT §2).
@@ -59,12 +61,12 @@ type NATS struct {
 
 	// At most one way to authenticate: a credentials file, user and
 	// password, a token, or an NKey seed file.
-	CredentialsFile string `yaml:"credentials_file"`
-	User            string `yaml:"user"`
-	Password        Secret `yaml:"password"`
-	Token           Secret `yaml:"token"`
-	NKeySeedFile    string `yaml:"nkey_seed_file"`
-	TLS             TLS    `yaml:"tls"`
+	CredentialsFile string        `yaml:"credentials_file"`
+	User            string        `yaml:"user"`
+	Password        secret.String `yaml:"password"`
+	Token           secret.String `yaml:"token"`
+	NKeySeedFile    string        `yaml:"nkey_seed_file"`
+	TLS             TLS           `yaml:"tls"`
 
 	// Replicas of every stream and bucket (3 on a cluster).
 	Replicas      int    `yaml:"replicas"`
@@ -111,7 +113,7 @@ type API struct {
 	// and disables /v1 entirely (webhooks, health and metrics still run);
 	// an empty string in the list is an error, because it would usually be
 	// an environment variable that expanded to nothing.
-	Tokens []Secret `yaml:"tokens"`
+	Tokens []secret.String `yaml:"tokens"`
 }
 
 // Connector is one configured connector. Its platform block (the key named
@@ -131,22 +133,6 @@ type Connector struct {
 	// mapping node. It is nil only for a connector that failed validation.
 	Settings *yaml.Node `yaml:"-"`
 }
-
-// Platform names accepted in Connector.Platform; each is also the key of the
-// connector's platform block.
-const (
-	Telegram  = "telegram"
-	Messenger = "messenger"
-	Instagram = "instagram"
-	Slack     = "slack"
-	WhatsApp  = "whatsapp"
-)
-
-// platforms is in the order used in messages and in the example config.
-var platforms = []string{Telegram, Messenger, Instagram, Slack, WhatsApp}
-
-// Platforms returns the platform names a connector may have.
-func Platforms() []string { return slices.Clone(platforms) }
 
 // Default returns a configuration with every default applied and no
 // connectors. Parse starts from it, so a key left out keeps its default.

@@ -307,7 +307,7 @@ func isNull(n *yaml.Node) bool {
 
 // decode turns the expanded document root (nil for an empty file) into a
 // Config, starting from Default, and reports what does not fit.
-func decode(root *yaml.Node, probs *problems) *Config {
+func decode(root *yaml.Node, platforms []string, probs *problems) *Config {
 	cfg := Default()
 	if root == nil || isNull(root) {
 		return &cfg
@@ -340,12 +340,12 @@ func decode(root *yaml.Node, probs *problems) *Config {
 		probs.add(path{}, 0, "%s", yamlErrorText(err))
 	}
 	if conns != nil {
-		cfg.Connectors = decodeConnectors(conns, probs)
+		cfg.Connectors = decodeConnectors(conns, platforms, probs)
 	}
 	return &cfg
 }
 
-func decodeConnectors(n *yaml.Node, probs *problems) []Connector {
+func decodeConnectors(n *yaml.Node, platforms []string, probs *problems) []Connector {
 	n = resolveAlias(n)
 	if isNull(n) {
 		return nil
@@ -356,7 +356,7 @@ func decodeConnectors(n *yaml.Node, probs *problems) []Connector {
 	}
 	out := make([]Connector, 0, len(n.Content))
 	for i, item := range n.Content {
-		out = append(out, decodeConnector(i, resolveAlias(item), probs))
+		out = append(out, decodeConnector(i, resolveAlias(item), platforms, probs))
 	}
 	return out
 }
@@ -364,7 +364,9 @@ func decodeConnectors(n *yaml.Node, probs *problems) []Connector {
 // decodeConnector decodes one connector item. It reports unknown keys and
 // blocks for a platform other than the connector's; the rules on the
 // values themselves, a missing block included, belong to validate.
-func decodeConnector(i int, n *yaml.Node, probs *problems) Connector {
+// platforms are the names a block may have; with none known, the one key
+// named after the connector's platform is its block.
+func decodeConnector(i int, n *yaml.Node, platforms []string, probs *problems) Connector {
 	c := Connector{Enabled: true}
 	p := path{prefix: connectorLabel(i, rawID(n))}
 	if n.Kind != yaml.MappingNode {
@@ -388,19 +390,17 @@ func decodeConnector(i int, n *yaml.Node, probs *problems) Connector {
 			}
 			return
 		}
-		if slices.Contains(platforms, k.Value) {
-			blocks = append(blocks, block{k.Value, k, resolveAlias(v)})
-			return
-		}
-		probs.add(kp, k.Line, "unknown key")
+		blocks = append(blocks, block{k.Value, k, resolveAlias(v)})
 	}, func(merged *yaml.Node) {
 		// Merging into a connector would make its block ambiguous to read.
 		probs.add(p, merged.Line, "<< merges are not supported in a connector")
 	})
-	platformKnown := slices.Contains(platforms, c.Platform)
+	platformKnown := c.Platform != "" && (platforms == nil || slices.Contains(platforms, c.Platform))
 	for _, b := range blocks {
 		bp := p.key(b.name)
 		switch {
+		case platforms == nil && b.name != c.Platform, platforms != nil && !slices.Contains(platforms, b.name):
+			probs.add(p.key(b.name), b.key.Line, "unknown key")
 		case !platformKnown:
 			// The platform itself is reported; a block cannot be judged.
 		case b.name != c.Platform:

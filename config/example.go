@@ -1,38 +1,43 @@
 package config
 
 import (
-	"embed"
+	_ "embed"
 	"fmt"
-	"slices"
 	"strings"
 )
 
-// The example is kept as YAML files, not Go strings, so that it reads and
-// diffs like the configuration it shows.
+// The top of the example is kept as a YAML file, not a Go string, so that it
+// reads and diffs like the configuration it shows. It ends with the
+// connectors key; Example adds one connector per sample.
 //
-//go:embed examples/*.yaml
-var examples embed.FS
+//go:embed example.yaml
+var exampleTop string
 
-// Example returns a commented sample configuration: the top-level settings
-// and a connector for each named platform, or for every platform when none
-// is named (WhatsApp appears twice, once per transport).
-// Secrets in it are ${ENV_VAR} references. An unknown platform is an error.
-func Example(names ...string) (string, error) {
-	if len(names) == 0 || len(names) == 1 && names[0] == "" {
-		names = platforms
-	}
-	for _, platform := range names {
-		if !slices.Contains(platforms, platform) {
-			return "", fmt.Errorf("unknown platform %q (want one of %s)", platform, strings.Join(platforms, ", "))
-		}
-	}
+// Sample is one platform's connector block for Example: the connector
+// descriptor's own sample, the one source of truth for its settings.
+type Sample struct {
+	Platform string
+	Block    string // YAML of the platform block, with comments
+}
+
+// Example returns a commented sample configuration: the top-level settings,
+// then one enabled connector in region eu for each sample, its block under
+// the platform's key. Secrets in it are ${ENV_VAR} references.
+func Example(samples ...Sample) string {
 	var b strings.Builder
-	for _, name := range append([]string{"header"}, names...) {
-		data, err := examples.ReadFile("examples/" + name + ".yaml")
-		if err != nil {
-			return "", fmt.Errorf("reading embedded example: %w", err)
-		}
-		b.Write(data)
+	b.WriteString(exampleTop)
+	if len(samples) == 0 {
+		b.WriteString("  []\n")
 	}
-	return b.String(), nil
+	for _, s := range samples {
+		fmt.Fprintf(&b, "  - id: %s-eu\n    platform: %s\n    region: eu\n    enabled: true\n    %s:\n", s.Platform, s.Platform, s.Platform)
+		for _, line := range strings.Split(strings.TrimRight(s.Block, "\n"), "\n") {
+			if line == "" {
+				b.WriteString("\n")
+				continue
+			}
+			b.WriteString("      " + line + "\n")
+		}
+	}
+	return b.String()
 }

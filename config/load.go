@@ -22,6 +22,7 @@ type options struct {
 	readFile  func(string) ([]byte, error)
 	baseDir   string
 	check     SettingsCheck
+	platforms []string
 }
 
 // WithLookupEnv sets how ${ENV_VAR} references are resolved (default
@@ -47,6 +48,15 @@ func WithBaseDir(dir string) Option {
 // validation, so that one error lists every problem in the file.
 func WithSettingsCheck(check SettingsCheck) Option {
 	return func(o *options) { o.check = check }
+}
+
+// WithPlatforms names the platforms a connector may have (those built into
+// the binary). Without it any platform name is accepted here and the
+// SettingsCheck decides; with it an unknown platform is reported with the
+// list, and a block named after another known platform is told apart from
+// an unknown key.
+func WithPlatforms(names []string) Option {
+	return func(o *options) { o.platforms = names }
 }
 
 // Load reads the configuration file at path and parses it with Parse;
@@ -81,13 +91,13 @@ func Parse(data []byte, opts ...Option) (*Config, error) {
 		e := expander{lookupEnv: o.lookupEnv, readFile: o.readFile, baseDir: o.baseDir, probs: &probs}
 		e.node(root, path{})
 	}
-	cfg := decode(root, &probs)
+	cfg := decode(root, o.platforms, &probs)
 
 	// Values that failed to expand or decode hold a default or nothing;
 	// validating them again would report one mistake twice.
 	found := probs
 	var checked problems
-	validate(cfg, o.check, &checked)
+	validate(cfg, o.platforms, o.check, &checked)
 	for _, q := range checked {
 		if !found.covers(q.Path) {
 			probs = append(probs, q)

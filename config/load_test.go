@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/parley-gateway/parley/internal/secret"
 )
 
 // envOf is a LookupEnv backed by a map, so tests never read or change the
@@ -122,7 +124,7 @@ func TestParseDecodesEverySection(t *testing.T) {
 	want.NATS.DedupeWindow = Duration(90 * time.Minute)
 	want.NATS.EventMaxAge = Duration(14 * 24 * time.Hour)
 	want.HTTP = HTTP{Listen: "127.0.0.1:9090", PublicURL: "https://parley.example.com", MaxBodyBytes: 2 << 20}
-	want.API.Tokens = []Secret{"at"}
+	want.API.Tokens = []secret.String{"at"}
 	got := *cfg
 	got.Connectors = nil
 	if !reflect.DeepEqual(got, want) {
@@ -133,14 +135,14 @@ func TestParseDecodesEverySection(t *testing.T) {
 		t.Fatalf("got %d connectors, want 2", len(cfg.Connectors))
 	}
 	fb := cfg.Connectors[1]
-	if fb.ID != "fb-latam" || fb.Platform != Messenger || fb.Region != "latam" || fb.Enabled {
+	if fb.ID != "fb-latam" || fb.Platform != "messenger" || fb.Region != "latam" || fb.Enabled {
 		t.Errorf("connectors[1] = %+v", fb)
 	}
 	var s struct {
-		AppSecret Secret `yaml:"app_secret"`
+		AppSecret secret.String `yaml:"app_secret"`
 		Pages     []struct {
-			ID          string `yaml:"id"`
-			AccessToken Secret `yaml:"access_token"`
+			ID          string        `yaml:"id"`
+			AccessToken secret.String `yaml:"access_token"`
 		} `yaml:"pages"`
 	}
 	if err := fb.DecodeSettings(&s); err != nil {
@@ -236,7 +238,7 @@ func TestParseExpandsEnvironmentVariables(t *testing.T) {
 			name: "not a lone dollar",
 			yaml: "api: {tokens: ['pa$word$', '$$x']}",
 			check: func(t *testing.T, c *Config) {
-				if !slices.Equal(c.API.Tokens, []Secret{"pa$word$", "$$x"}) {
+				if !slices.Equal(c.API.Tokens, []secret.String{"pa$word$", "$$x"}) {
 					t.Errorf("tokens differ")
 				}
 			},
@@ -380,8 +382,8 @@ connectors:
 		t.Errorf("nats.token = %q, want s3cret", got)
 	}
 	var s struct {
-		Token  Secret `yaml:"token"`
-		APIURL string `yaml:"api_url"`
+		Token  secret.String `yaml:"token"`
+		APIURL string        `yaml:"api_url"`
 	}
 	if err := cfg.Connectors[0].DecodeSettings(&s); err != nil {
 		t.Fatalf("DecodeSettings: %v", err)

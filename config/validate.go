@@ -41,11 +41,13 @@ type SettingsCheck func(c Connector) []Problem
 // A nil check skips the platform blocks' contents.
 func Validate(cfg *Config, check SettingsCheck) error {
 	var probs problems
-	validate(cfg, check, &probs)
+	validate(cfg, nil, check, &probs)
 	return probs.err()
 }
 
-func validate(cfg *Config, check SettingsCheck, probs *problems) {
+// validate checks cfg; platforms, when known, are the platform names a
+// connector may have.
+func validate(cfg *Config, platforms []string, check SettingsCheck, probs *problems) {
 	if cfg.DataDir == "" {
 		probs.addTop("data_dir", "required")
 	}
@@ -73,7 +75,7 @@ func validate(cfg *Config, check SettingsCheck, probs *problems) {
 
 	firstWithID := make(map[string]int)
 	for i, c := range cfg.Connectors {
-		validateConnector(i, c, firstWithID, check, probs)
+		validateConnector(i, c, firstWithID, platforms, check, probs)
 	}
 }
 
@@ -136,7 +138,7 @@ func validateNATS(n *NATS, probs *problems) {
 	oneOf(probs, path{rel: "nats.embedded.sync"}, n.Embedded.Sync, "always", "interval")
 }
 
-func validateConnector(i int, c Connector, firstWithID map[string]int, check SettingsCheck, probs *problems) {
+func validateConnector(i int, c Connector, firstWithID map[string]int, platforms []string, check SettingsCheck, probs *problems) {
 	p := path{prefix: connectorLabel(i, c.ID)}
 	switch {
 	case c.ID == "":
@@ -160,7 +162,7 @@ func validateConnector(i int, c Connector, firstWithID map[string]int, check Set
 		probs.add(p.key("platform"), 0, "required")
 		return
 	}
-	if !oneOf(probs, p.key("platform"), c.Platform, platforms...) {
+	if platforms != nil && !oneOf(probs, p.key("platform"), c.Platform, platforms...) {
 		return
 	}
 	bp := p.key(c.Platform)

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/parley-gateway/parley/internal/secret"
 )
 
 func TestValidateTopLevel(t *testing.T) {
@@ -75,7 +77,7 @@ func TestValidateTopLevel(t *testing.T) {
 			"http.public_url: must be an absolute http or https URL",
 		}},
 		{"a zero body limit", func(c *Config) { c.HTTP.MaxBodyBytes = 0 }, []string{"http.max_body_bytes: must be positive"}},
-		{"an empty API token", func(c *Config) { c.API.Tokens = []Secret{"a", ""} }, []string{"api.tokens[1]: must not be empty"}},
+		{"an empty API token", func(c *Config) { c.API.Tokens = []secret.String{"a", ""} }, []string{"api.tokens[1]: must not be empty"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := Default()
@@ -91,6 +93,30 @@ func TestValidateTopLevel(t *testing.T) {
 				t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
 			}
 		})
+	}
+}
+
+// knownPlatforms stands in for the registry's list.
+var knownPlatforms = []string{"telegram", "messenger", "instagram", "slack", "whatsapp"}
+
+// TestParseWithoutAPlatformListLeavesThePlatformToTheCheck: config takes
+// its platform names from the caller, never from a list of its own.
+func TestParseWithoutAPlatformListLeavesThePlatformToTheCheck(t *testing.T) {
+	data := []byte("connectors:\n- {id: a, platform: discord, region: us, discord: {token: x}, slack: {}}\n")
+	var checked []string
+	_, err := Parse(data, noEnv, WithSettingsCheck(func(c Connector) []Problem {
+		checked = append(checked, c.Platform)
+		return []Problem{{Message: "platform " + c.Platform + " is not built into this binary"}}
+	}))
+	want := []string{
+		"connectors[0] (a): slack: unknown key (line 2)",
+		"connectors[0] (a): discord: platform discord is not built into this binary",
+	}
+	if got := problemStrings(t, err); !slices.Equal(got, want) {
+		t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if !slices.Equal(checked, []string{"discord"}) {
+		t.Errorf("checked %v", checked)
 	}
 }
 
@@ -135,7 +161,7 @@ func TestParseChecksConnectors(t *testing.T) {
 		{"a connector not a mapping", []byte("connectors: [tg-eu]\n"), []string{"connectors[0]: must be a mapping (line 1)"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Parse(tc.data, noEnv)
+			_, err := Parse(tc.data, noEnv, WithPlatforms(knownPlatforms))
 			if got := problemStrings(t, err); !slices.Equal(got, tc.want) {
 				t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
 			}
@@ -193,11 +219,11 @@ func TestRegionsAndEnabledConnectors(t *testing.T) {
 
 // messengerSettings stands in for a connector's own settings type.
 type messengerSettings struct {
-	AppSecret   Secret `yaml:"app_secret"`
-	VerifyToken Secret `yaml:"verify_token"`
+	AppSecret   secret.String `yaml:"app_secret"`
+	VerifyToken secret.String `yaml:"verify_token"`
 	Pages       []struct {
-		ID          string `yaml:"id"`
-		AccessToken Secret `yaml:"access_token"`
+		ID          string        `yaml:"id"`
+		AccessToken secret.String `yaml:"access_token"`
 	} `yaml:"pages"`
 	GraphURL     string        `yaml:"graph_url"`
 	GraphVersion string        `yaml:"graph_version"`
@@ -207,7 +233,7 @@ type messengerSettings struct {
 
 // checkMessenger is a SettingsCheck as cmd/parley would build one.
 func checkMessenger(c Connector) []Problem {
-	if c.Platform != Messenger {
+	if c.Platform != "messenger" {
 		return nil
 	}
 	s := messengerSettings{GraphVersion: "v25.0"}

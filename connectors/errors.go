@@ -1,10 +1,8 @@
 package connectors
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"net"
 	"time"
 
 	"github.com/parley-gateway/parley/normalize"
@@ -73,17 +71,37 @@ func Transient(platformCode string, err error) error {
 	return &Error{Class: ClassTransient, Code: normalize.ErrPlatformError, PlatformCode: platformCode, Err: err}
 }
 
-// Classify returns err's classification. An error that carries none is
-// transient, except a cancelled context, which is transient too but says so.
-func Classify(err error) *Error {
-	var e *Error
-	if errors.As(err, &e) {
-		return e
+// OperatorError ends a connector's Run when only an operator can help: a
+// logged-out device, a revoked token. The supervisor does not restart it;
+// the connector stays in State with its Action until the operator acts
+// (re-pairs, or sets a new token and reloads the gateway).
+type OperatorError struct {
+	State  normalize.State // normalize.StateLoggedOut or normalize.StateBadCredentials
+	Reason string          // what happened, in a sentence; never a secret
+	Action string          // what the operator must do
+	Err    error
+}
+
+func (e *OperatorError) Error() string {
+	msg := string(e.State) + ": " + e.Reason
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
 	}
-	var ne net.Error
-	switch {
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne):
-		return &Error{Class: ClassTransient, Code: normalize.ErrPlatformError, Err: err}
+	return msg
+}
+
+func (e *OperatorError) Unwrap() error { return e.Err }
+
+// NeedsOperator returns the error that ends Run until an operator acts.
+func NeedsOperator(state normalize.State, reason, action string, err error) error {
+	return &OperatorError{State: state, Reason: reason, Action: action, Err: err}
+}
+
+// Classify returns err's classification. An error that carries none is
+// transient: a timeout, a network error, anything unforeseen.
+func Classify(err error) *Error {
+	if e, ok := errors.AsType[*Error](err); ok {
+		return e
 	}
 	return &Error{Class: ClassTransient, Code: normalize.ErrPlatformError, Err: err}
 }

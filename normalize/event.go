@@ -220,6 +220,10 @@ type ReplyStatus struct {
 	Attempts    int         `json:"attempts"`
 	PlatformIDs []string    `json:"platform_ids"`
 	Error       *ReplyError `json:"error"`
+	// Late marks a reply.failed the platform reported after the send call
+	// had succeeded (the reply's reply.sent came first): at most one per
+	// reply, added to its outcome, never replacing it.
+	Late bool `json:"late,omitempty"`
 }
 
 // ReplyError says why a reply failed. Code is one of the ErrorCode values.

@@ -48,7 +48,10 @@ const (
 	MaxReplyTextBytes   = 64 * 1024
 	MaxReplyAttachments = 10
 	MaxReplyChoices     = 10
-	MaxChoiceIDBytes    = 64 // Telegram's callback_data limit, the tightest
+	// MaxChoiceIDBytes only bounds a command's size: each platform's
+	// tighter limit (Telegram's 64-byte callback_data) is its connector's
+	// Plan's to check.
+	MaxChoiceIDBytes    = 1000
 	MaxChoiceTitleRunes = 64
 	MaxReplyBodyBytes   = 256 * 1024
 )

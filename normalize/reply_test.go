@@ -68,8 +68,8 @@ func TestReplyValidationRules(t *testing.T) {
 		{"rejects url and media_id together", func(r *Reply) {
 			r.Attachments = []ReplyAttachment{{URL: "https://e.com/x", MediaID: "m_x"}}
 		}, "exclusive"},
-		{"rejects a choice id over 64 bytes", func(r *Reply) {
-			r.Choices = []Choice{{ID: strings.Repeat("y", 65), Title: "Y"}}
+		{"rejects a choice id over MaxChoiceIDBytes", func(r *Reply) {
+			r.Choices = []Choice{{ID: strings.Repeat("y", MaxChoiceIDBytes+1), Title: "Y"}}
 		}, "choices[0].id"},
 		{"rejects duplicate choice ids", func(r *Reply) {
 			r.Choices = []Choice{{ID: "a", Title: "A"}, {ID: "a", Title: "B"}}

@@ -58,7 +58,7 @@ func newBenchEnv(b *testing.B, convs, n int, busOpts ...func(*bus.Options)) *ben
 		ev := &normalize.Event{Type: normalize.TypeMessageReceived, Subject: id, Time: now,
 			Data: normalize.Data{Region: testRegion, Platform: testPlatform, Connector: testConnector,
 				Conversation: &normalize.Conversation{ID: id, PlatformID: chat, Kind: normalize.KindDirect}}}
-		if err := e.dir.RecordInbound(ctx, ev, testAccount, 0); err != nil {
+		if err := e.dir.RecordInbound(ctx, directory.Inbound{Event: ev, Account: testAccount}); err != nil {
 			b.Fatal(err)
 		}
 		e.convs = append(e.convs, id)

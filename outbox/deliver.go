@@ -20,10 +20,6 @@ import (
 	"github.com/parley-gateway/parley/normalize"
 )
 
-// humanAgentWindow is how long after the customer's last message a reply
-// tagged human_agent may still go (Messenger and Instagram's HUMAN_AGENT).
-const humanAgentWindow = 7 * 24 * time.Hour
-
 // delivery is one attempt at one command, from its turn to its outcome.
 type delivery struct {
 	o   *Outbox
@@ -261,46 +257,57 @@ func (d *delivery) run(ctx context.Context) {
 		}, o.backoffDelay(d.delivery))
 		return
 	}
-	if w := tgt.Limits.ReplyWindow; w > 0 {
-		if r.HumanAgent {
-			w = max(w, humanAgentWindow)
-		}
-		if o.opts.Now().After(entry.LastInboundAt.Add(w)) {
-			d.fail(ctx, failure{Code: normalize.ErrWindowClosed, Message: fmt.Sprintf(
-				"the reply window of %s after the customer's last message (%s) has closed", w, entry.LastInboundAt.UTC().Format(time.RFC3339))})
+	if tgt.Standby {
+		// The instance holding the connector's session sends; trying here
+		// proves nothing, so it costs no attempt.
+		d.log.Debug("handing a reply to the instance holding the connector's session")
+		d.release(standbyDelay)
+		return
+	}
+	addr := entry.Address()
+	policy := tgt.Sender.Policy(addr)
+	var adm connectors.Admission
+	if policy.Window != nil {
+		if adm, err = policy.Window.Admit(r, entry.LastInboundAt, o.opts.Now()); err != nil {
+			d.fail(ctx, classifiedFailure(err, normalize.ErrWindowClosed))
 			return
 		}
 	}
 
-	parts, err := tgt.Sender.Plan(r, entry.Address())
+	parts, err := tgt.Sender.Plan(r, addr, adm)
 	if err != nil {
-		f := failure{Code: normalize.ErrUnsupported, Message: err.Error()}
-		var ce *connectors.Error
-		if errors.As(err, &ce) {
-			if ce.Code != "" {
-				f.Code = ce.Code
-			}
-			f.PlatformCode = ce.PlatformCode
-			f.Message = errMessage(ce)
-		}
-		d.fail(ctx, f)
+		d.fail(ctx, classifiedFailure(err, normalize.ErrUnsupported))
 		return
 	}
 	if len(parts) == 0 {
 		d.fail(ctx, failure{Code: normalize.ErrUnsupported, Message: "the connector renders this reply as nothing to send"})
 		return
 	}
-	d.send(ctx, tgt, parts)
+	d.send(ctx, tgt, addr, policy.Limits, parts)
+}
+
+// classifiedFailure is the terminal failure of a connector's refusal to
+// admit or plan a reply; code is used when the error carries none.
+func classifiedFailure(err error, code normalize.ErrorCode) failure {
+	f := failure{Code: code, Message: err.Error()}
+	var ce *connectors.Error
+	if errors.As(err, &ce) {
+		if ce.Code != "" {
+			f.Code = ce.Code
+		}
+		f.PlatformCode = ce.PlatformCode
+		f.Message = errMessage(ce)
+	}
+	return f
 }
 
 // send sends the parts not yet sent, in order, retrying in-process within
 // the InProcessRetry budget, then durably.
-func (d *delivery) send(ctx context.Context, tgt Target, parts []connectors.Part) {
+func (d *delivery) send(ctx context.Context, tgt Target, addr connectors.Address, limits connectors.Limits, parts []connectors.Part) {
 	o := d.o
-	addr := d.entry.Address()
 	conv := d.it.queueKey
-	gap := interval(tgt.Limits, d.entry.Kind)
-	lim := o.limiter(d.connector, tgt.Limits)
+	gap := limits.Interval
+	lim := o.limiter(d.connector, limits)
 	bo := backoff.NewExponentialBackOff(
 		backoff.WithInitialInterval(250*time.Millisecond),
 		backoff.WithMaxInterval(o.opts.InProcessRetry),
@@ -338,7 +345,7 @@ func (d *delivery) send(ctx context.Context, tgt Target, parts []connectors.Part
 				d.marker.PlatformIDs = append(d.marker.PlatformIDs, sent.PlatformID)
 				d.record()
 				d.marker.Done = len(d.marker.PlatformIDs) >= len(parts)
-				if !o.saveMarker(ctx, d.replyID, d.marker) {
+				if !o.saveMarker(ctx, d.replyID, d.marker, d.ledgerMessages(i, sent.PlatformID)...) {
 					d.log.Warn("outbox cannot record a sent part; retrying later", "part", i)
 					d.release(o.opts.RetryBase)
 					return
@@ -364,6 +371,9 @@ func (d *delivery) send(ctx context.Context, tgt Target, parts []connectors.Part
 				code := ce.Code
 				if code == "" {
 					code = normalize.ErrPlatformError
+				}
+				if code == normalize.ErrRecipientUnavailable {
+					d.markUnreachable(ctx, errMessage(ce))
 				}
 				d.fail(ctx, failure{Code: code, PlatformCode: ce.PlatformCode, Message: errMessage(ce)})
 				return
@@ -403,6 +413,32 @@ func (d *delivery) send(ctx context.Context, tgt Target, parts []connectors.Part
 		}
 	}
 	d.succeed(ctx, true)
+}
+
+// ledgerMessages records part i, sent as platformID, in the reply ledger.
+func (d *delivery) ledgerMessages(i int, platformID string) []bus.Message {
+	if d.o.opts.Ledger == nil || platformID == "" {
+		return nil
+	}
+	msgs, err := d.o.opts.Ledger.Messages(d.connector, connectors.SentMessage{
+		PlatformID: platformID, ReplyID: d.replyID, Part: i, ConversationID: d.reply.ConversationID, SentAt: time.Now().UTC(),
+	})
+	if err != nil {
+		d.log.Warn("outbox cannot record a sent part in the ledger", "part", i, "error", err)
+		return nil
+	}
+	return msgs
+}
+
+// markUnreachable records on the conversation that replies cannot reach
+// it, so the next ones fail fast until the customer writes again. It is
+// best effort: the reply fails either way.
+func (d *delivery) markUnreachable(ctx context.Context, reason string) {
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+	defer cancel()
+	if err := d.o.opts.Directory.SetReachable(fctx, d.reply.ConversationID, false, reason); err != nil {
+		d.log.Warn("outbox cannot record an unreachable conversation", "error", err)
+	}
 }
 
 // deliveryNumber numbers a delivery from the deliveries recorded in the

@@ -97,7 +97,9 @@ func dlqStream(ctx context.Context, b *bus.Bus, region string) (jetstream.Stream
 	return s, nil
 }
 
-// ListDLQ returns the dead letters of a region, oldest first.
+// ListDLQ returns the dead-lettered replies of a region, oldest first. The
+// inbound dead letters that share the stream (platform updates that could
+// not be stored) are not replies and are left out.
 func ListDLQ(ctx context.Context, b *bus.Bus, region string) ([]DeadLetter, error) {
 	s, err := dlqStream(ctx, b, region)
 	if err != nil {
@@ -113,8 +115,11 @@ func ListDLQ(ctx context.Context, b *bus.Bus, region string) ([]DeadLetter, erro
 		if err != nil {
 			return nil, fmt.Errorf("reading dead letters of region %s: %w", region, err)
 		}
-		out = append(out, toDeadLetter(m))
 		seq = m.Sequence + 1
+		if info, err := bus.ParseSubject(m.Subject); err == nil && info.Kind == bus.InboundKind {
+			continue
+		}
+		out = append(out, toDeadLetter(m))
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/parley-gateway/parley/internal/bus"
 	"github.com/parley-gateway/parley/internal/bustest"
 	"github.com/parley-gateway/parley/internal/directory"
+	"github.com/parley-gateway/parley/internal/ledger"
 	"github.com/parley-gateway/parley/normalize"
 )
 
@@ -33,6 +34,7 @@ type env struct {
 	b        *bus.Bus
 	reg      *bus.Region
 	dir      *directory.Store
+	ledger   *ledger.Ledger
 	statuses *statusLog
 }
 
@@ -40,7 +42,8 @@ func newEnv(t testing.TB) *env {
 	t.Helper()
 	b := bustest.Start(t)
 	reg := bustest.ProvisionRegion(t, b, testRegion)
-	e := &env{b: b, reg: reg, dir: directory.New(reg.Directory, testRegion), statuses: newStatusLog()}
+	dir := directory.New(reg.Directory, testRegion)
+	e := &env{b: b, reg: reg, dir: dir, ledger: ledger.New(b, reg.Ledger, testRegion, dir), statuses: newStatusLog()}
 	e.statuses.follow(t, b)
 	return e
 }
@@ -70,7 +73,7 @@ func (e *env) conversation(t testing.TB, chat string, kind normalize.Conversatio
 		},
 	}
 	ctx := testContext(t, 10*time.Second)
-	if err := e.dir.RecordInbound(ctx, ev, testAccount, 0); err != nil {
+	if err := e.dir.RecordInbound(ctx, directory.Inbound{Event: ev, Account: testAccount}); err != nil {
 		t.Fatalf("recording conversation %s: %v", chat, err)
 	}
 	return id
@@ -216,18 +219,39 @@ type sendCall struct {
 }
 
 // fakeSender is a Sender whose parts are the "|"-separated pieces of the
-// reply text. script decides each call's failure (nil: success).
+// reply text. script decides each call's failure (nil: success); policy is
+// what Policy answers (its Limits.Account defaults to the address's).
 type fakeSender struct {
 	delay  time.Duration
 	script func(c sendCall, nth int) error // nth counts calls for the same part, from 1
+	policy connectors.Policy
 
 	mu    sync.Mutex
 	calls []sendCall
 	seen  map[string]int
 	ids   int
+	tags  []string // the Admission.Tag of every Plan call
 }
 
-func (f *fakeSender) Plan(r *normalize.Reply, _ connectors.Address) ([]connectors.Part, error) {
+func (f *fakeSender) Policy(to connectors.Address) connectors.Policy {
+	p := f.policy
+	if p.Limits.Account == "" {
+		p.Limits.Account = to.Account
+	}
+	return p
+}
+
+// admissions returns the tags Plan was called with, in order.
+func (f *fakeSender) admissions() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.tags...)
+}
+
+func (f *fakeSender) Plan(r *normalize.Reply, _ connectors.Address, adm connectors.Admission) ([]connectors.Part, error) {
+	f.mu.Lock()
+	f.tags = append(f.tags, adm.Tag)
+	f.mu.Unlock()
 	if r.Text == "unplannable" {
 		return nil, connectors.Permanent(normalize.ErrTooLarge, "", fmt.Errorf("reply cannot be rendered"))
 	}
@@ -306,6 +330,7 @@ func (e *env) newOutbox(t testing.TB, sender Sender, tune func(*Options)) *Outbo
 		Bus:       e.b,
 		Handles:   e.reg,
 		Directory: e.dir,
+		Ledger:    e.ledger,
 		Lookup: func(id string) (Target, bool) {
 			if id != testConnector {
 				return Target{}, false

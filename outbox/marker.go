@@ -2,12 +2,15 @@ package outbox
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/parley-gateway/parley/internal/bus"
@@ -68,6 +71,25 @@ func getMarker(ctx context.Context, kv jetstream.KeyValue, replyID string) (mark
 		return marker{}, e.Revision(), nil
 	}
 	return m, e.Revision(), nil
+}
+
+// markerMessage is the KV put of a reply's marker as a bus message, so that
+// it shares a pipelined batch with the ledger records. Its msg id names the
+// content: the same marker written twice is stored once, a different one
+// never dropped as a duplicate.
+func markerMessage(kv jetstream.KeyValue, replyID string, m marker) (bus.Message, error) {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return bus.Message{}, fmt.Errorf("encoding sent-marker of reply %s: %w", replyID, err)
+	}
+	key := markerKey(replyID)
+	sum := sha256.Sum256(b)
+	return bus.Message{
+		Subject: "$KV." + kv.Bucket() + "." + key,
+		MsgID:   "marker:" + key + ":" + hex.EncodeToString(sum[:16]),
+		Data:    b,
+		Header:  nats.Header{"Content-Type": []string{"application/json"}},
+	}, nil
 }
 
 func putMarker(ctx context.Context, kv jetstream.KeyValue, replyID string, m marker) error {

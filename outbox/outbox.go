@@ -65,12 +65,17 @@ const (
 	// shutdown: long enough that this instance's last pull does not take
 	// them again, short enough that another instance resumes at once.
 	handBackDelay = time.Second
+	// standbyDelay is how soon a reply handed back by an instance without
+	// the connector's session is offered again.
+	standbyDelay = 500 * time.Millisecond
 )
 
-// Sender is what the outbox needs of a connector: render a reply into
-// parts, send one part. connectors.Connector satisfies it.
+// Sender is what the outbox needs of a connector: its policy for a
+// conversation, rendering a reply into parts, sending one part.
+// connectors.Connector satisfies it.
 type Sender interface {
-	Plan(reply *normalize.Reply, to connectors.Address) ([]connectors.Part, error)
+	Policy(to connectors.Address) connectors.Policy
+	Plan(reply *normalize.Reply, to connectors.Address, adm connectors.Admission) ([]connectors.Part, error)
 	SendPart(ctx context.Context, to connectors.Address, part connectors.Part) (connectors.SentPart, error)
 }
 
@@ -78,7 +83,16 @@ type Sender interface {
 type Target struct {
 	Sender   Sender
 	Platform string
-	Limits   connectors.Limits
+	// Standby is true when the connector's sends need its live session and
+	// another instance holds it (connectors.SendAffinity): replies are
+	// handed back, without counting an attempt, for the holder to send.
+	Standby bool
+}
+
+// Ledger records the platform messages the outbox sent (internal/ledger):
+// the messages to publish with each part's sent-marker.
+type Ledger interface {
+	Messages(connector string, sent ...connectors.SentMessage) ([]bus.Message, error)
 }
 
 // Observer receives the outbox's outcomes, for metrics. Its methods are
@@ -101,6 +115,8 @@ type Options struct {
 	Bus       *bus.Bus
 	Handles   *bus.Region // from Bus.Provision
 	Directory *directory.Store
+	// Ledger records every part sent; nil records nothing (tests).
+	Ledger Ledger
 	// Lookup returns the connectors enabled on this instance.
 	Lookup func(connectorID string) (Target, bool)
 	Logger *slog.Logger
@@ -539,17 +555,26 @@ func (o *Outbox) heartbeats(ctx context.Context) {
 	}
 }
 
-// limiter returns the token bucket of a connector, or nil for unlimited.
+// limiter returns the token bucket of a connector's account, or nil for
+// unlimited. Budgets are per connector and account, never per connector
+// alone: a connector serving fifty pages has fifty of them. A changed
+// limit (an operator's new override) replaces the bucket's rate.
 func (o *Outbox) limiter(connector string, l connectors.Limits) *rate.Limiter {
 	if l.PerAccount <= 0 {
 		return nil
 	}
+	key := connector + "\x00" + l.Account
+	burst := max(l.Burst, 1)
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	lim, ok := o.limiters[connector]
-	if !ok {
-		lim = rate.NewLimiter(rate.Limit(l.PerAccount), max(l.Burst, 1))
-		o.limiters[connector] = lim
+	lim, ok := o.limiters[key]
+	switch {
+	case !ok:
+		lim = rate.NewLimiter(rate.Limit(l.PerAccount), burst)
+		o.limiters[key] = lim
+	case lim.Limit() != rate.Limit(l.PerAccount) || lim.Burst() != burst:
+		lim.SetLimit(rate.Limit(l.PerAccount))
+		lim.SetBurst(burst)
 	}
 	return lim
 }
@@ -629,23 +654,19 @@ func (o *Outbox) loadMarker(ctx context.Context, replyID string) (marker, error)
 	return m, err
 }
 
-// saveMarker writes a reply's marker, retrying within finishTimeout. When
-// it cannot, the marker is kept in memory so this process at least never
-// sends those parts again.
-func (o *Outbox) saveMarker(ctx context.Context, replyID string, m marker) bool {
+// saveMarker writes a reply's marker, with the ledger records of a part
+// just sent in the same pipelined batch (one round trip), within
+// finishTimeout; Publish re-publishes what is not acknowledged. When it
+// cannot, the marker is kept in memory so this process at least never sends
+// those parts again.
+func (o *Outbox) saveMarker(ctx context.Context, replyID string, m marker, ledger ...bus.Message) bool {
 	m.PlatformIDs = slices.Clone(m.PlatformIDs)
-	bo := backoff.NewExponentialBackOff(
-		backoff.WithInitialInterval(50*time.Millisecond),
-		backoff.WithMaxInterval(time.Second),
-		backoff.WithMaxElapsedTime(finishTimeout),
-	)
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
 	defer cancel()
-	err := backoff.Retry(func() error {
-		actx, cancel := context.WithTimeout(wctx, 5*time.Second)
-		defer cancel()
-		return putMarker(actx, o.kv, replyID, m)
-	}, backoff.WithContext(bo, wctx))
+	msg, err := markerMessage(o.kv, replyID, m)
+	if err == nil {
+		_, err = o.opts.Bus.Publish(wctx, append([]bus.Message{msg}, ledger...)...)
+	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/parley-gateway/parley/connectors"
+	"github.com/parley-gateway/parley/connectors/kit"
 	"github.com/parley-gateway/parley/internal/directory"
 	"github.com/parley-gateway/parley/normalize"
 )
@@ -551,12 +552,9 @@ func TestRepliesThatCannotGoFailFast(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t)
-			sender := &fakeSender{}
-			e.runOutbox(t, sender, func(o *Options) {
-				o.Lookup = func(id string) (Target, bool) {
-					return Target{Sender: sender, Platform: testPlatform, Limits: connectors.Limits{ReplyWindow: 24 * time.Hour}}, id == testConnector
-				}
-			})
+			sender := &fakeSender{policy: connectors.Policy{Window: kit.Window{
+				Standard: 24 * time.Hour, HumanAgent: 7 * 24 * time.Hour, HumanAgentTag: "HUMAN_AGENT"}}}
+			e.runOutbox(t, sender, nil)
 			r := tt.setup(t, e)
 			if tt.raw {
 				e.publishRaw(t, r.ConversationID, r.ID, mustJSON(t, r))
@@ -567,6 +565,15 @@ func TestRepliesThatCannotGoFailFast(t *testing.T) {
 			if tt.wantCode == "" {
 				if ev.Type != normalize.TypeReplySent {
 					t.Fatalf("status %s %+v, want reply.sent", ev.Type, ev.Data.Reply.Error)
+				}
+				// The connector's admission reaches its Plan: the tag only
+				// past the standard window.
+				wantTag := ""
+				if r.HumanAgent {
+					wantTag = "HUMAN_AGENT"
+				}
+				if got := sender.admissions(); len(got) != 1 || got[0] != wantTag {
+					t.Errorf("Plan was admitted with %q, want %q", got, wantTag)
 				}
 				return
 			}

@@ -4,9 +4,6 @@ import (
 	"context"
 	"sync"
 	"time"
-
-	"github.com/parley-gateway/parley/connectors"
-	"github.com/parley-gateway/parley/normalize"
 )
 
 // pacer keeps the earliest time the next message may go to each
@@ -55,15 +52,4 @@ func (p *pacer) prune(now time.Time) {
 			delete(p.next, k)
 		}
 	}
-}
-
-// interval is the minimum gap between two messages to one conversation.
-func interval(l connectors.Limits, kind normalize.ConversationKind) time.Duration {
-	switch kind {
-	case normalize.KindGroup, normalize.KindChannel:
-		if l.PerGroup > 0 {
-			return l.PerGroup
-		}
-	}
-	return l.PerConversation
 }

@@ -3,11 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/parley-gateway/parley/config"
-	"github.com/parley-gateway/parley/connectors/registry"
 )
 
 func runConfig(ctx context.Context, env *cliEnv, args []string) error {
@@ -63,31 +61,23 @@ func runConfigCheck(env *cliEnv, args []string) error {
 }
 
 func runConfigExample(env *cliEnv, args []string) error {
-	fs := newFlags(env, "config example", "config example [PLATFORM]   (platforms: "+strings.Join(config.Platforms(), ", ")+")")
+	platforms := env.registry()
+	fs := newFlags(env, "config example", "config example [PLATFORM]   (platforms: "+strings.Join(platforms.Names(), ", ")+")")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 1 {
 		return usagef("config example takes at most one platform")
 	}
-	var built []string
-	for _, d := range registry.All() {
-		built = append(built, d.Platform)
-	}
-	names := built
-	if p := fs.Arg(0); p != "" {
-		if !slices.Contains(config.Platforms(), p) {
-			return usagef("unknown platform %q (this binary has: %s)", p, strings.Join(built, ", "))
+	var samples []config.Sample
+	for _, p := range platforms {
+		if name := fs.Arg(0); name == "" || name == p.Platform {
+			samples = append(samples, config.Sample{Platform: p.Platform, Block: p.Sample})
 		}
-		if !slices.Contains(built, p) {
-			return usagef("the %s connector is not built into this binary yet (it has: %s)", p, strings.Join(built, ", "))
-		}
-		names = []string{p}
 	}
-	out, err := config.Example(names...)
-	if err != nil {
-		return usageError{err}
+	if len(samples) == 0 {
+		return usagef("platform %q is not built into this binary (it has: %s)", fs.Arg(0), strings.Join(platforms.Names(), ", "))
 	}
-	fmt.Fprint(env.stdout, out)
+	fmt.Fprint(env.stdout, config.Example(samples...))
 	return nil
 }

@@ -14,15 +14,16 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/go-telegram/bot/models"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/parley-gateway/parley/config"
-	"github.com/parley-gateway/parley/connectors/telegram/telegramsim"
+	"github.com/parley-gateway/parley/connectors/registry"
+	"github.com/parley-gateway/parley/connectors/simkit"
 	"github.com/parley-gateway/parley/internal/app"
 	"github.com/parley-gateway/parley/internal/bus"
 	"github.com/parley-gateway/parley/normalize"
@@ -30,11 +31,17 @@ import (
 )
 
 const (
-	demoRegion    = "eu"
-	demoConnector = "tg-demo"
-	demoToken     = "7000001:PARLEY-DEMO-TOKEN"
-	demoStepWait  = 20 * time.Second
+	demoRegion   = "eu"
+	demoStepWait = 20 * time.Second
 )
+
+// demoPlatform is one platform the demo drives: its simulator and the id
+// of the connector pointed at it.
+type demoPlatform struct {
+	registry.Platform
+	sim simkit.Demo
+	id  string
+}
 
 func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags(env, "demo", "demo [--keep] [--verbose]")
@@ -56,11 +63,27 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 	if *verbose {
 		logger = newLogger(env.stderr, config.Log{Level: "debug"})
 	}
-	sim, err := telegramsim.NewServer(telegramsim.Options{Token: demoToken, BotUsername: "parley_demo_bot", BotName: "Parley Demo"})
-	if err != nil {
-		return fmt.Errorf("starting the telegram simulator: %w", err)
+	simCtx, stopSims := context.WithCancel(ctx)
+	defer stopSims()
+	var platforms []*demoPlatform
+	defer func() {
+		for _, p := range platforms {
+			p.sim.Close()
+		}
+	}()
+	for _, p := range env.registry() {
+		if p.Demo == nil {
+			continue
+		}
+		sim, err := p.Demo(simCtx)
+		if err != nil {
+			return fmt.Errorf("starting the %s simulator: %w", p.Name, err)
+		}
+		platforms = append(platforms, &demoPlatform{Platform: p, sim: sim, id: p.Platform + "-demo"})
 	}
-	defer sim.Close()
+	if len(platforms) == 0 {
+		return errors.New("no platform of this binary has a simulator to run the demo against")
+	}
 
 	natsListen := ""
 	if *keep {
@@ -69,24 +92,32 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 		}
 	}
 	apiToken := randomHex(16)
-	cfgYAML := demoConfig(dir, natsListen, apiToken, sim.URL)
+	cfgYAML := demoConfig(dir, natsListen, apiToken, platforms)
 	cfgPath := filepath.Join(dir, "parley.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfgYAML), 0o600); err != nil {
 		return err
 	}
-	cfg, err := config.Load(cfgPath, config.WithSettingsCheck(app.SettingsCheck))
+	cfg, err := config.Load(cfgPath, app.LoadOptions(env.registry())...)
 	if err != nil {
 		return fmt.Errorf("demo config: %w", err)
 	}
 
-	fmt.Fprintf(env.stdout, "Parley demo: embedded NATS in %s, Telegram simulator at %s\n", dir, sim.URL)
+	names := make([]string, len(platforms))
+	for i, p := range platforms {
+		names[i] = p.Name
+	}
+	fmt.Fprintf(env.stdout, "Parley demo: embedded NATS in %s, simulators for %s\n", dir, strings.Join(names, ", "))
 	start := time.Now()
 	a, err := app.New(ctx, cfg, app.Options{
-		Logger: logger, InstanceID: "demo",
+		Logger: logger, InstanceID: "demo", Platforms: env.registry(),
 		Outbox: app.OutboxTuning{MaxAttempts: 5, InProcessRetry: 5 * time.Second, RetryBase: 500 * time.Millisecond, RetryMax: 5 * time.Second},
 	})
 	if err != nil {
 		return err
+	}
+	base := "http://" + a.HTTPAddr()
+	for _, p := range platforms {
+		p.sim.Attach(base + "/webhooks/" + p.id)
 	}
 	appCtx, stopApp := context.WithCancel(ctx)
 	appDone := make(chan error, 1)
@@ -95,34 +126,36 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 		stopApp()
 		<-appDone
 	}()
-	fmt.Fprintf(env.stdout, "gateway ready in %s; HTTP on %s\n\n", time.Since(start).Round(time.Millisecond), a.HTTPAddr())
+	fmt.Fprintf(env.stdout, "gateway ready in %s; HTTP on %s\n", time.Since(start).Round(time.Millisecond), a.HTTPAddr())
 
-	d := &demo{
-		env: env, sim: sim.Sim, app: a, b: a.Bus(), apiToken: apiToken,
-		base: "http://" + a.HTTPAddr(), events: newEventLog(),
-	}
+	d := &demo{env: env, app: a, b: a.Bus(), apiToken: apiToken, base: base, events: newEventLog()}
 	if err := d.follow(appCtx); err != nil {
 		return err
 	}
-	if err := d.script(ctx); err != nil {
-		fmt.Fprintf(env.stdout, "\nDEMO FAILED: %v\n", err)
-		return err
+	for _, p := range platforms {
+		if err := d.script(ctx, p); err != nil {
+			fmt.Fprintf(env.stdout, "\nDEMO FAILED on %s: %v\n", p.Name, err)
+			return err
+		}
 	}
-	fmt.Fprintf(env.stdout, "\nEvery step held. The whole demo took %s.\n", time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(env.stdout, "\nEvery step held on %d platforms. The whole demo took %s.\n", len(platforms), time.Since(start).Round(time.Millisecond))
 
 	if *keep {
 		fmt.Fprintf(env.stdout, "\nThe gateway keeps running (Ctrl-C to stop). Try:\n")
 		fmt.Fprintf(env.stdout, "  go run ./cmd/parley tail --config %s --since 1h\n", cfgPath)
 		fmt.Fprintf(env.stdout, "  go run ./cmd/parley dlq list --config %s\n", cfgPath)
-		fmt.Fprintf(env.stdout, "  curl -H 'Authorization: Bearer %s' %s/v1/conversations/%s\n", apiToken, d.base, d.mariaConv)
+		fmt.Fprintf(env.stdout, "  curl -H 'Authorization: Bearer %s' %s/v1/conversations/%s\n", apiToken, d.base, d.lastConv)
 		fmt.Fprintf(env.stdout, "  curl %s/readyz\n", d.base)
 		<-ctx.Done()
 	}
 	return nil
 }
 
-func demoConfig(dir, natsListen, apiToken, simURL string) string {
-	return fmt.Sprintf(`# Written by parley demo.
+// demoConfig is the configuration of the demo: one connector per platform,
+// its block the simulator's.
+func demoConfig(dir, natsListen, apiToken string, platforms []*demoPlatform) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `# Written by parley demo.
 data_dir: %q
 log: {level: info, format: text}
 nats:
@@ -132,15 +165,14 @@ http:
 api:
   tokens: [%q]
 connectors:
-  - id: %s
-    platform: telegram
-    region: %s
-    telegram:
-      token: %q
-      mode: polling
-      api_url: %q
-      poll_timeout: 1s
-`, filepath.Join(dir, "data"), natsListen, apiToken, demoConnector, demoRegion, demoToken, simURL)
+`, filepath.Join(dir, "data"), natsListen, apiToken)
+	for _, p := range platforms {
+		fmt.Fprintf(&b, "  - id: %s\n    platform: %s\n    region: %s\n    %s:\n", p.id, p.Platform.Platform, demoRegion, p.Platform.Platform)
+		for _, line := range strings.Split(strings.TrimRight(p.sim.Settings(), "\n"), "\n") {
+			b.WriteString("      " + line + "\n")
+		}
+	}
+	return b.String()
 }
 
 func freeAddr() (string, error) {
@@ -217,7 +249,6 @@ func (l *eventLog) count(match func(*normalize.Event) bool) int {
 
 type demo struct {
 	env      *cliEnv
-	sim      *telegramsim.Sim
 	app      *app.App
 	b        *bus.Bus
 	apiToken string
@@ -225,7 +256,7 @@ type demo struct {
 	events   *eventLog
 	step     int
 
-	mariaConv normalize.ConversationID
+	lastConv normalize.ConversationID
 }
 
 // follow consumes the region's event stream from the start, like a helpdesk.
@@ -255,8 +286,11 @@ func (d *demo) hop(what string, took time.Duration, detail string) {
 	fmt.Fprintf(d.env.stdout, "  %2d. %-62s %9s  %s\n", d.step, what, took.Round(100*time.Microsecond), detail)
 }
 
-func isType(t normalize.Type, conv normalize.ConversationID) func(*normalize.Event) bool {
-	return func(ev *normalize.Event) bool { return ev.Type == t && (conv == "" || ev.Subject == conv) }
+// of matches events of type t from connector, on conv when conv is set.
+func of(connector string, t normalize.Type, conv normalize.ConversationID) func(*normalize.Event) bool {
+	return func(ev *normalize.Event) bool {
+		return ev.Data.Connector == connector && ev.Type == t && (conv == "" || ev.Subject == conv)
+	}
 }
 
 func isStatus(replyID string) func(*normalize.Event) bool {
@@ -265,20 +299,22 @@ func isStatus(replyID string) func(*normalize.Event) bool {
 	}
 }
 
-// inbound enqueues an update at the simulator and waits for its event.
-func (d *demo) inbound(ctx context.Context, what string, u models.Update, t normalize.Type) (*normalize.Event, error) {
+// inbound makes a customer act at the simulator and waits for the event.
+func (d *demo) inbound(ctx context.Context, p *demoPlatform, what string, t normalize.Type, act func() error) (*normalize.Event, error) {
 	sent := time.Now()
-	d.sim.Enqueue(u)
-	ev, at, err := d.events.wait(ctx, string(t), sent, isType(t, ""))
+	if err := act(); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	ev, at, err := d.events.wait(ctx, string(t), sent, of(p.id, t, ""))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	d.hop("customer → Telegram → Parley: "+what, at.Sub(sent), fmt.Sprintf("%s %s", strings.TrimPrefix(string(ev.Type), "parley."), Summary(ev)))
+	d.hop("customer → "+p.Name+" → Parley: "+what, at.Sub(sent), fmt.Sprintf("%s %s", strings.TrimPrefix(string(ev.Type), "parley."), Summary(ev)))
 	return ev, nil
 }
 
 // reply posts a reply through the HTTP API and waits for its status.
-func (d *demo) reply(ctx context.Context, what string, r normalize.Reply, want normalize.Type) (*normalize.Event, error) {
+func (d *demo) reply(ctx context.Context, p *demoPlatform, what string, r normalize.Reply, want normalize.Type) (*normalize.Event, error) {
 	body, _ := json.Marshal(r)
 	sent := time.Now()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, d.base+"/v1/replies", bytes.NewReader(body))
@@ -300,26 +336,33 @@ func (d *demo) reply(ctx context.Context, what string, r normalize.Reply, want n
 	if ev.Type != want {
 		return nil, fmt.Errorf("%s: got %s (%s), want %s", what, ev.Type, Summary(ev), want)
 	}
-	d.hop("helpdesk → Parley → Telegram: "+what, at.Sub(sent), Summary(ev))
+	d.hop("helpdesk → Parley → "+p.Name+": "+what, at.Sub(sent), Summary(ev))
 	return ev, nil
 }
 
-func (d *demo) script(ctx context.Context) error {
-	maria := models.User{ID: 412587349, FirstName: "María", LastName: "López", Username: "marialopez", LanguageCode: "es"}
-	bob := models.User{ID: 5550001, FirstName: "Bob", LanguageCode: "en"}
+// script is the conversation every platform goes through.
+func (d *demo) script(ctx context.Context, p *demoPlatform) error {
+	sim := p.sim
+	maria := simkit.Customer{Key: 1, Name: "María López", Username: "marialopez", Language: "es"}
+	bob := simkit.Customer{Key: 2, Name: "Bob", Language: "en"}
+	replyID := func(n int) string { return fmt.Sprintf("demo-%s-%d", p.Platform.Platform, n) }
 
-	d.say("Conversation with María (Telegram chat %d):", maria.ID)
-	hello := d.sim.UserText(maria.ID, maria, "Hola! Where is my order #8812?")
-	ev, err := d.inbound(ctx, "text", hello, normalize.TypeMessageReceived)
+	d.say("\n%s (connector %s), a conversation with María:", p.Name, p.id)
+	var helloID string
+	ev, err := d.inbound(ctx, p, "text", normalize.TypeMessageReceived, func() (err error) {
+		helloID, err = sim.Text(ctx, maria, "Hola! Where is my order #8812?")
+		return err
+	})
 	if err != nil {
 		return err
 	}
-	d.mariaConv = ev.Subject
+	conv := ev.Subject
+	d.lastConv = conv
 
-	// The first answer meets Telegram's flood control once.
-	d.sim.FailNext("sendMessage", 1, telegramsim.TooManyRequests(1))
-	st, err := d.reply(ctx, "answer with buttons (429 retry_after 1s)", normalize.Reply{
-		ID: "demo-reply-1", ConversationID: d.mariaConv,
+	// The first answer meets the platform's rate limit once.
+	sim.FailNextSend(simkit.FailRateLimited)
+	st, err := d.reply(ctx, p, "answer with buttons (429, retry-after 1s)", normalize.Reply{
+		ID: replyID(1), ConversationID: conv,
 		Text:    "Your order **#8812** ships _today_. Anything else?",
 		Choices: []normalize.Choice{{ID: "all-good", Title: "All good, thanks"}, {ID: "change-address", Title: "Change address"}},
 	}, normalize.TypeReplySent)
@@ -329,26 +372,28 @@ func (d *demo) script(ctx context.Context) error {
 	if st.Data.Reply.Attempts < 2 {
 		return fmt.Errorf("reply 1 took %d attempts; the 429 was not retried", st.Data.Reply.Attempts)
 	}
-	sentToMaria := d.sim.SentTo(maria.ID)
-	if len(sentToMaria) != 1 {
-		return fmt.Errorf("the simulator holds %d messages to María, want 1", len(sentToMaria))
+	sent := sim.Sent(maria)
+	if len(sent) != 1 {
+		return fmt.Errorf("the simulator holds %d messages to María, want 1", len(sent))
 	}
-	answer := sentToMaria[0]
-	if answer.ParseMode != "HTML" || !strings.Contains(answer.Text, "<b>#8812</b>") || !strings.Contains(string(answer.ReplyMarkup), "change-address") {
-		return fmt.Errorf("reply 1 reached Telegram as %q (parse mode %q, markup %s)", answer.Text, answer.ParseMode, answer.ReplyMarkup)
+	answer := sent[0]
+	if !strings.Contains(answer.Text, "#8812") || !slices.Contains(answer.Choices, "change-address") {
+		return fmt.Errorf("reply 1 reached %s as %q with buttons %v", p.Name, answer.Markup, answer.Choices)
 	}
 
-	photo := d.sim.Photo(maria.ID, maria, "the parcel label", demoPhoto())
-	ev, err = d.inbound(ctx, "photo", photo, normalize.TypeMessageReceived)
+	ev, err = d.inbound(ctx, p, "photo", normalize.TypeMessageReceived, func() error {
+		_, err := sim.Photo(ctx, maria, "the parcel label", demoPhoto())
+		return err
+	})
 	if err != nil {
 		return err
 	}
-	if len(ev.Data.Message.Attachments) != 1 {
-		return fmt.Errorf("photo event has %d attachments", len(ev.Data.Message.Attachments))
+	if ev.Data.Message == nil || len(ev.Data.Message.Attachments) != 1 {
+		return fmt.Errorf("the photo event has no single attachment")
 	}
 	att := ev.Data.Message.Attachments[0]
-	sent := time.Now()
-	stored, at, err := d.events.wait(ctx, "media.stored", sent.Add(-time.Minute), func(e *normalize.Event) bool {
+	began := time.Now()
+	stored, at, err := d.events.wait(ctx, "media.stored", began.Add(-time.Minute), func(e *normalize.Event) bool {
 		return e.Type == normalize.TypeMediaStored && e.Data.Media.ID == att.MediaID
 	})
 	if err != nil {
@@ -361,54 +406,63 @@ func (d *demo) script(ctx context.Context) error {
 	if !bytes.Equal(got, demoPhoto()) {
 		return fmt.Errorf("GET /v1/media/%s returned %d bytes, not the photo", att.MediaID, len(got))
 	}
-	d.hop("media job → object store → GET /v1/media", max(at.Sub(sent), 0), Summary(stored))
+	d.hop("media job → object store → GET /v1/media", max(at.Sub(began), 0), Summary(stored))
 
-	loc := d.sim.Location(maria.ID, maria, 40.41678, -3.70379)
-	if _, err := d.inbound(ctx, "location", loc, normalize.TypeMessageReceived); err != nil {
+	if _, err := d.inbound(ctx, p, "location", normalize.TypeMessageReceived, func() error {
+		_, err := sim.Location(ctx, maria, 40.41678, -3.70379)
+		return err
+	}); err != nil {
 		return err
 	}
-	edit := d.sim.EditedText(maria.ID, maria, hello.Message.ID, "Hola! Where is my order #8812? (it was due Monday)")
-	if _, err := d.inbound(ctx, "edit", edit, normalize.TypeMessageEdited); err != nil {
+	if _, err := d.inbound(ctx, p, "edit", normalize.TypeMessageEdited, func() error {
+		return sim.Edit(ctx, maria, helloID, "Hola! Where is my order #8812? (it was due Monday)")
+	}); err != nil {
 		return err
 	}
-	reaction := d.sim.Reaction(maria.ID, maria, answer.MessageID, "👍")
-	if _, err := d.inbound(ctx, "reaction", reaction, normalize.TypeReactionAdded); err != nil {
+	if _, err := d.inbound(ctx, p, "reaction", normalize.TypeReactionAdded, func() error {
+		return sim.React(ctx, maria, answer.PlatformID, "👍")
+	}); err != nil {
 		return err
 	}
-	press := d.sim.CallbackQuery(maria.ID, maria, answer.MessageID, "all-good")
-	ev, err = d.inbound(ctx, "button press", press, normalize.TypePostbackReceived)
+	ev, err = d.inbound(ctx, p, "button press", normalize.TypePostbackReceived, func() error {
+		return sim.Press(ctx, maria, answer.PlatformID, "all-good")
+	})
 	if err != nil {
 		return err
 	}
 	if ev.Data.Message.Postback.ID != "all-good" {
 		return fmt.Errorf("button press arrived as %q", ev.Data.Message.Postback.ID)
 	}
-	if err := waitFor(ctx, func() bool { return len(d.sim.CallbackAnswers()) == 1 }); err != nil {
-		return fmt.Errorf("the button press was not answered with answerCallbackQuery")
+	if sim.PressesAnswered() >= 0 {
+		if err := waitFor(ctx, func() bool { return sim.PressesAnswered() == 1 }); err != nil {
+			return fmt.Errorf("the button press was not followed up on the platform")
+		}
 	}
 
-	// The second answer meets a Telegram outage once.
-	d.sim.FailNext("sendMessage", 1, telegramsim.InternalServerError())
-	st, err = d.reply(ctx, "answer (500 once)", normalize.Reply{
-		ID: "demo-reply-2", ConversationID: d.mariaConv, Text: "Great — have a nice day!",
-		ReplyTo: fmt.Sprint(answer.MessageID),
+	// The second answer meets a platform outage once.
+	sim.FailNextSend(simkit.FailUnavailable)
+	st, err = d.reply(ctx, p, "answer (5xx once)", normalize.Reply{
+		ID: replyID(2), ConversationID: conv, Text: "Great — have a nice day!", ReplyTo: answer.PlatformID,
 	}, normalize.TypeReplySent)
 	if err != nil {
 		return err
 	}
 	if st.Data.Reply.Attempts < 2 {
-		return fmt.Errorf("reply 2 took %d attempts; the 500 was not retried", st.Data.Reply.Attempts)
+		return fmt.Errorf("reply 2 took %d attempts; the 5xx was not retried", st.Data.Reply.Attempts)
 	}
 
-	d.say("\nConversation with Bob (Telegram chat %d), who then blocks the bot:", bob.ID)
-	ev, err = d.inbound(ctx, "text", d.sim.UserText(bob.ID, bob, "hi"), normalize.TypeMessageReceived)
+	d.say("\n%s, a conversation with Bob, who then blocks the business:", p.Name)
+	ev, err = d.inbound(ctx, p, "text", normalize.TypeMessageReceived, func() error {
+		_, err := sim.Text(ctx, bob, "hi")
+		return err
+	})
 	if err != nil {
 		return err
 	}
 	bobConv := ev.Subject
-	d.sim.Block(bob.ID)
-	st, err = d.reply(ctx, "answer to a blocked bot (403)", normalize.Reply{
-		ID: "demo-reply-3", ConversationID: bobConv, Text: "Hi Bob, how can we help?",
+	sim.Block(bob)
+	st, err = d.reply(ctx, p, "answer to a customer who blocked us", normalize.Reply{
+		ID: replyID(3), ConversationID: bobConv, Text: "Hi Bob, how can we help?",
 	}, normalize.TypeReplyFailed)
 	if err != nil {
 		return err
@@ -420,25 +474,31 @@ func (d *demo) script(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if len(dead) != 1 || dead[0].ReplyID != "demo-reply-3" {
-		return fmt.Errorf("the dead-letter queue holds %d replies, want demo-reply-3 alone", len(dead))
-	}
-	d.hop("dead-letter queue", 0, fmt.Sprintf("seq %d: %s %s (%s)", dead[0].Seq, dead[0].ReplyID, dead[0].Code, dead[0].Message))
-
-	// Exactly once: every reply has exactly one status, and Telegram holds
-	// exactly the messages Parley was asked to send.
-	for _, id := range []string{"demo-reply-1", "demo-reply-2", "demo-reply-3"} {
-		if n := d.events.count(isStatus(id)); n != 1 {
-			return fmt.Errorf("reply %s has %d status events, want 1", id, n)
+	var letter *outbox.DeadLetter
+	for i := range dead {
+		if dead[i].ReplyID == replyID(3) {
+			letter = &dead[i]
 		}
 	}
-	if n := len(d.sim.SentTo(maria.ID)); n != 2 {
-		return fmt.Errorf("Telegram holds %d messages to María, want 2 (no duplicates)", n)
+	if letter == nil {
+		return fmt.Errorf("the dead-letter queue does not hold %s", replyID(3))
 	}
-	if n := d.events.count(isType(normalize.TypeMessageReceived, "")); n != 4 {
+	d.hop("dead-letter queue", 0, fmt.Sprintf("seq %d: %s %s (%s)", letter.Seq, letter.ReplyID, letter.Code, letter.Message))
+
+	// Exactly once: every reply has exactly one status, and the platform
+	// holds exactly the messages Parley was asked to send.
+	for n := 1; n <= 3; n++ {
+		if c := d.events.count(isStatus(replyID(n))); c != 1 {
+			return fmt.Errorf("reply %s has %d status events, want 1", replyID(n), c)
+		}
+	}
+	if n := len(sim.Sent(maria)); n != 2 {
+		return fmt.Errorf("%s holds %d messages to María, want 2 (no duplicates)", p.Name, n)
+	}
+	if n := d.events.count(of(p.id, normalize.TypeMessageReceived, "")); n != 4 {
 		return fmt.Errorf("%d message.received events, want 4 (no duplicates)", n)
 	}
-	d.say("\nChecked: 3 replies with one status each, 2 messages delivered to María (none twice), 1 dead letter.")
+	d.say("\nChecked on %s: 3 replies with one status each, 2 messages delivered to María (none twice), 1 dead letter.", p.Name)
 	return nil
 }
 

@@ -13,6 +13,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/parley-gateway/parley/connectors/registry"
 )
 
 // Exit codes (CONTRACT §1).
@@ -48,6 +50,17 @@ type cliEnv struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
 	lookupEnv      func(string) (string, bool)
+	// platforms are the connectors built in; nil is registry.All(). Tests
+	// add one as the registry would.
+	platforms registry.List
+}
+
+// registry returns the platforms this binary runs.
+func (e *cliEnv) registry() registry.List {
+	if e.platforms == nil {
+		return registry.All()
+	}
+	return e.platforms
 }
 
 func commands() []command {

@@ -34,7 +34,7 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 			return err
 		}
 	}
-	a, err := app.New(ctx, cfg, app.Options{Regions: regions, Logger: log})
+	a, err := app.New(ctx, cfg, app.Options{Regions: regions, Logger: log, Platforms: env.registry()})
 	if err != nil {
 		return err
 	}
@@ -44,7 +44,7 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 // loadConfig loads and fully validates a config file; every problem is a
 // usage error (exit 2) listing each path.
 func loadConfig(env *cliEnv, path string) (*config.Config, error) {
-	cfg, err := config.Load(path, config.WithLookupEnv(env.lookupEnv), config.WithSettingsCheck(app.SettingsCheck))
+	cfg, err := config.Load(path, append(app.LoadOptions(env.registry()), config.WithLookupEnv(env.lookupEnv))...)
 	if err != nil {
 		var ve *config.ValidationError
 		if errors.As(err, &ve) {

@@ -3,11 +3,24 @@
 // simulator and a real in-process JetStream (no mocks of NATS).
 //
 // A connector's test calls Run with a Harness whose Setup starts the
-// simulator for one subtest. The suite checks that the platform is
-// acknowledged only after events are durable, that a redelivery is stored
-// once, that Run returns promptly when cancelled, that send failures are
-// classified, that health moves running → degraded → running through a
-// storage outage, and that New does no I/O.
+// simulator for one subtest. The suite checks, for every connector:
+//
+//   - the descriptor is complete, New does no I/O, Plan is deterministic;
+//   - the platform is acknowledged only after events are durable, and a
+//     redelivery is stored once;
+//   - Run returns promptly when cancelled, and (for an Exclusive
+//     connector) as soon as its lease is lost;
+//   - send failures are classified;
+//   - health moves running → degraded → running through a storage outage;
+//   - a poison update (events the server refuses) and an unmappable one
+//     are acknowledged and dead-lettered, and the connector moves on;
+//
+// and, where the transport has them (a nil Fixture hook skips the check
+// with the reason): a forged request answers 401 and a malformed one 400
+// with nothing stored; the GET handshake; one request carrying several
+// accounts; receipts naming the replies they cover and echoes of Parley's
+// own sends recognised through the reply ledger; a late failure becoming
+// exactly one late reply.failed.
 //
 // Env, Publisher, Cursors and HealthLog are exported for a connector's own
 // tests of the same machinery.
@@ -20,6 +33,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"regexp"
 	"sync/atomic"
 	"testing"
@@ -63,6 +77,40 @@ type Fixture struct {
 	// FailNextSend makes the simulator fail the next send with a failure
 	// of kind "retry_after", "transient" or "permanent".
 	FailNextSend func(kind string)
+
+	// DeliverPoison makes the platform deliver one update whose events are
+	// over the Env's MaxPayload, so that the server refuses them.
+	DeliverPoison func(ctx context.Context, t *testing.T)
+	// DeliverUnmappable makes the platform deliver one well-formed update
+	// the connector cannot map; nil when every well-formed update maps.
+	DeliverUnmappable func(ctx context.Context, t *testing.T)
+
+	// Webhook transports. DeliverForged and DeliverMalformed send one
+	// request that is not the platform's (a wrong signature or secret) and
+	// one that is not its format, and return the HTTP status answered.
+	DeliverForged    func(ctx context.Context, t *testing.T, webhookURL string) int
+	DeliverMalformed func(ctx context.Context, t *testing.T, webhookURL string) int
+	// Handshake is the GET verification of platforms that have one.
+	Handshake *Handshake
+	// DeliverAccounts makes the platform deliver, in one request, one
+	// message on each of n accounts of the connector; nil when a
+	// connector serves one account.
+	DeliverAccounts func(ctx context.Context, t *testing.T, n int)
+
+	// Platforms that report on what the business sent. Each delivers a
+	// report about sent, a message Parley sent (it is in the ledger).
+	DeliverReceipt     func(ctx context.Context, t *testing.T, sent connectors.SentMessage)
+	DeliverEcho        func(ctx context.Context, t *testing.T, sent connectors.SentMessage)
+	DeliverLateFailure func(ctx context.Context, t *testing.T, sent connectors.SentMessage)
+}
+
+// Handshake describes a platform's GET verification of a webhook URL.
+type Handshake struct {
+	// Query is the query string the platform sends; valid false gives
+	// one with a wrong verify token.
+	Query func(valid bool) string
+	// Challenge is what a valid handshake must answer, as the body.
+	Challenge string
 }
 
 // Failure kinds of Fixture.FailNextSend.
@@ -84,11 +132,22 @@ var platformPattern = regexp.MustCompile(`^[a-z][a-z0-9]{0,31}$`)
 func Run(t *testing.T, h Harness) {
 	t.Run("descriptor is complete", func(t *testing.T) { testDescriptor(t, h) })
 	t.Run("New does no I/O", func(t *testing.T) { testNewNoIO(t, h) })
+	t.Run("Plan is deterministic", func(t *testing.T) { testPlanDeterministic(t, h) })
 	t.Run("acks only after the events are durable", func(t *testing.T) { testAckAfterDurable(t, h) })
 	t.Run("a redelivery is stored once", func(t *testing.T) { testRedelivery(t, h) })
 	t.Run("Run returns promptly when cancelled", func(t *testing.T) { testCancel(t, h) })
+	t.Run("Run stops at once when its lease is lost", func(t *testing.T) { testLeaseLost(t, h) })
 	t.Run("send failures are classified", func(t *testing.T) { testSendClassified(t, h) })
 	t.Run("health reports running, then degraded while events cannot be stored, then running", func(t *testing.T) { testHealth(t, h) })
+	t.Run("a poison update is acknowledged and dead-lettered", func(t *testing.T) { testPoison(t, h) })
+	t.Run("an unmappable update is acknowledged and dead-lettered", func(t *testing.T) { testUnmappable(t, h) })
+	t.Run("a forged request is refused and stores nothing", func(t *testing.T) { testForged(t, h) })
+	t.Run("a malformed request is refused and stores nothing", func(t *testing.T) { testMalformed(t, h) })
+	t.Run("the GET handshake answers the challenge", func(t *testing.T) { testHandshake(t, h) })
+	t.Run("one request with several accounts", func(t *testing.T) { testAccounts(t, h) })
+	t.Run("a receipt names the replies it covers", func(t *testing.T) { testReceipt(t, h) })
+	t.Run("an echo of Parley's own send is not a message", func(t *testing.T) { testEcho(t, h) })
+	t.Run("a late failure becomes one late reply.failed", func(t *testing.T) { testLateFailure(t, h) })
 }
 
 // connectorID is the id of the connector under test.
@@ -97,9 +156,10 @@ func connectorID(h Harness) string { return "ct-" + h.Descriptor.Platform }
 // setup is one subtest's world: simulator, JetStream, stand-in HTTP
 // server and the connector.
 type setup struct {
-	fx   *Fixture
-	env  *Env
-	conn connectors.Connector
+	fx         *Fixture
+	env        *Env
+	conn       connectors.Connector
+	webhookURL string
 }
 
 func start(t *testing.T, h Harness) *setup {
@@ -129,6 +189,7 @@ func start(t *testing.T, h Harness) *setup {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	env.UsePolicy(conn)
 	if wc, ok := conn.(connectors.WebhookConnector); ok {
 		handler := wc.Webhook()
 		hook.Store(&handler)
@@ -136,7 +197,7 @@ func start(t *testing.T, h Harness) *setup {
 	if fx.WebhookURL != nil {
 		fx.WebhookURL(srv.URL + "/webhooks/" + id)
 	}
-	return &setup{fx: fx, env: env, conn: conn}
+	return &setup{fx: fx, env: env, conn: conn, webhookURL: srv.URL + "/webhooks/" + id}
 }
 
 // running is a connector's Run in a goroutine.
@@ -205,9 +266,6 @@ func testDescriptor(t *testing.T, h Harness) {
 	if d.Sample == "" {
 		t.Error("Sample is empty")
 	}
-	if d.Limits.PerAccount <= 0 || d.Limits.Burst <= 0 {
-		t.Errorf("Limits.PerAccount (%v) and Limits.Burst (%d) must be positive", d.Limits.PerAccount, d.Limits.Burst)
-	}
 	if h.Setup != nil && d.Validate != nil {
 		fx := h.Setup(t)
 		if problems := d.Validate(fx.Settings); len(problems) > 0 {
@@ -252,6 +310,26 @@ func (c *countingDeps) SetReachable(context.Context, normalize.ConversationID, b
 	return nil
 }
 
+func (c *countingDeps) Reject(context.Context, connectors.Rejected) error {
+	c.n.Add(1)
+	return connectors.ErrNotDurable
+}
+
+func (c *countingDeps) Sent(context.Context, string) (connectors.SentMessage, error) {
+	c.n.Add(1)
+	return connectors.SentMessage{}, connectors.ErrNotFound
+}
+
+func (c *countingDeps) SentUntil(context.Context, normalize.ConversationID, time.Time) ([]connectors.SentMessage, error) {
+	c.n.Add(1)
+	return nil, nil
+}
+
+func (c *countingDeps) ReportLateFailure(context.Context, connectors.SentMessage, normalize.ReplyError) error {
+	c.n.Add(1)
+	return connectors.ErrNotDurable
+}
+
 func testNewNoIO(t *testing.T, h Harness) {
 	fx := h.Setup(t)
 	tr := &countingTransport{}
@@ -262,9 +340,12 @@ func testNewNoIO(t *testing.T, h Harness) {
 		Region:        Region,
 		Logger:        TestLogger(t),
 		Publisher:     used,
+		Rejects:       used,
 		Cursors:       used,
 		Conversations: used,
+		Ledger:        used,
 		Media:         used,
+		DataDir:       t.TempDir() + "/not-created",
 		HTTPClient:    &http.Client{Transport: tr},
 		PublicURL:     "http://127.0.0.1:1",
 		Now:           time.Now,
@@ -281,11 +362,21 @@ func testNewNoIO(t *testing.T, h Harness) {
 	if wc, ok := conn.(connectors.WebhookConnector); ok && wc.Webhook() == nil {
 		t.Error("Webhook() returned nil; a connector without a webhook answers 404 instead")
 	}
+	l := conn.Policy(fx.Address).Limits
+	if l.PerAccount < 0 || l.Burst < 1 || l.Interval < 0 {
+		t.Errorf("Policy(%v).Limits = %+v: the rate must not be negative and the burst at least 1", fx.Address, l)
+	}
+	if l.PerAccount > 0 && l.Account == "" {
+		t.Errorf("Policy(%v).Limits has a per-account rate but names no account: budgets are per account", fx.Address)
+	}
 	if n := tr.n.Load(); n != 0 {
-		t.Errorf("New made %d HTTP requests, want none", n)
+		t.Errorf("New (or Policy) made %d HTTP requests, want none", n)
 	}
 	if n := used.n.Load(); n != 0 {
-		t.Errorf("New used the publisher, cursors, conversations or media %d times, want none", n)
+		t.Errorf("New used the publisher, rejects, cursors, conversations, ledger or media %d times, want none", n)
+	}
+	if _, err := os.Stat(deps.DataDir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("New created its data directory (stat: %v); only Run or Pair may", err)
 	}
 }
 
@@ -402,7 +493,7 @@ func testSendClassified(t *testing.T, h Harness) {
 	}
 	for i, tc := range tests {
 		reply := &normalize.Reply{ID: "ct-" + tc.kind, ConversationID: s.fx.Address.ConversationID, Text: "classified " + tc.kind}
-		parts, err := s.conn.Plan(reply, s.fx.Address)
+		parts, err := s.conn.Plan(reply, s.fx.Address, connectors.Admission{})
 		if err != nil || len(parts) == 0 {
 			t.Fatalf("Plan(%q) = %d parts, %v", reply.Text, len(parts), err)
 		}
@@ -423,7 +514,7 @@ func testSendClassified(t *testing.T, h Harness) {
 		}
 	}
 	reply := &normalize.Reply{ID: "ct-ok", ConversationID: s.fx.Address.ConversationID, Text: "delivered"}
-	parts, err := s.conn.Plan(reply, s.fx.Address)
+	parts, err := s.conn.Plan(reply, s.fx.Address, connectors.Admission{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,46 +19,71 @@ import (
 	"github.com/parley-gateway/parley/internal/bus"
 	"github.com/parley-gateway/parley/internal/bustest"
 	"github.com/parley-gateway/parley/internal/directory"
+	"github.com/parley-gateway/parley/internal/ingest"
+	"github.com/parley-gateway/parley/internal/ledger"
 	"github.com/parley-gateway/parley/internal/media"
+	"github.com/parley-gateway/parley/internal/metrics"
 	"github.com/parley-gateway/parley/normalize"
 )
 
 // Region is the region every Env provisions.
 const Region = "ct"
 
+// MaxPayload is the Env's NATS max payload: small, so that a test can make
+// an update whose events the server refuses without sending megabytes.
+const MaxPayload = 128 << 10
+
 // Env is a real Parley environment for one connector under test: an
-// in-process JetStream with the region provisioned, and Deps built on it.
+// in-process JetStream with the region provisioned, and Deps built on it
+// exactly as the gateway builds them — ingest's publisher and dead-letter
+// keeper, the directory, the reply ledger, the media store — with an outage
+// switch in front of the publisher.
 type Env struct {
 	Bus       *bus.Bus
 	Region    *bus.Region
 	Directory *directory.Store
+	Ledger    *ledger.Ledger
 	Publisher *Publisher
 	Cursors   *Cursors
 	Health    *HealthLog
+	Metrics   *metrics.Metrics
 	// Media is Deps.Media: the region's object store, as Parley wires it.
 	// PutMedia stores bytes in it.
 	Media *media.Store
 	// Deps is what the connector is built with. Tests may change fields
 	// (PublicURL, Now) before calling New.
 	Deps connectors.Deps
+
+	platform, id string
+	policy       atomic.Pointer[func(connectors.Address) connectors.Policy]
 }
 
 // NewEnv starts JetStream, provisions Region and builds Deps for a
 // connector of platform with id. Everything stops when the test ends.
 func NewEnv(t testing.TB, platform, id string) *Env {
 	t.Helper()
-	b := bustest.Start(t)
+	b := bustest.Start(t, func(o *bus.Options) { o.EmbeddedMaxPayload = MaxPayload })
 	r := bustest.ProvisionRegion(t, b, Region)
 	dir := directory.New(r.Directory, Region)
+	m := metrics.New()
 	e := &Env{
 		Bus:       b,
 		Region:    r,
 		Directory: dir,
-		Publisher: &Publisher{t: t, bus: b, dir: dir, want: normalize.Source(Region, platform, id)},
+		Ledger:    ledger.New(b, r.Ledger, Region, dir),
 		Cursors:   &Cursors{kv: r.Cursors, scope: bus.Token(id)},
 		Health:    &HealthLog{},
+		Metrics:   m,
 		Media:     media.NewStore(r),
+		platform:  platform,
+		id:        id,
 	}
+	log := TestLogger(t).With("connector", id, "platform", platform, "region", Region)
+	real := ingest.New(ingest.Options{
+		Bus: b, Region: Region, Platform: platform, Connector: id, Directory: dir, Metrics: m, Logger: log,
+		Policy: e.policyOf,
+	})
+	e.Publisher = &Publisher{t: t, real: real, metrics: m, want: normalize.Source(Region, platform, id)}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.Proxy = nil // everything a test talks to is on 127.0.0.1
 	t.Cleanup(tr.CloseIdleConnections)
@@ -66,16 +91,46 @@ func NewEnv(t testing.TB, platform, id string) *Env {
 		ID:            id,
 		Platform:      platform,
 		Region:        Region,
-		Logger:        TestLogger(t).With("connector", id, "platform", platform, "region", Region),
+		Logger:        log,
 		Publisher:     e.Publisher,
+		Rejects:       ingest.NewRejects(b, Region, platform, id, m),
 		Cursors:       e.Cursors,
-		Conversations: dir,
+		Conversations: ingest.NewConversations(dir),
+		Ledger:        e.Ledger.For(id, platform),
 		Media:         e.Media,
 		HTTPClient:    &http.Client{Transport: tr, Timeout: 30 * time.Second},
+		DataDir:       t.TempDir(),
 		Now:           time.Now,
 		OnHealth:      e.Health.Record,
 	}
 	return e
+}
+
+// UsePolicy makes ingest ask conn for the reply window of each event, as the
+// gateway does once the connector is built.
+func (e *Env) UsePolicy(conn connectors.Connector) {
+	f := conn.Policy
+	e.policy.Store(&f)
+}
+
+func (e *Env) policyOf(to connectors.Address) connectors.Policy {
+	if f := e.policy.Load(); f != nil {
+		return (*f)(to)
+	}
+	return connectors.Policy{}
+}
+
+// RecordSent records sent parts in the reply ledger as the outbox does
+// when it writes their sent-marker.
+func (e *Env) RecordSent(t testing.TB, sent ...connectors.SentMessage) {
+	t.Helper()
+	msgs, err := e.Ledger.Messages(e.id, sent...)
+	if err != nil {
+		t.Fatalf("ledger messages: %v", err)
+	}
+	if _, err := e.Bus.Publish(t.Context(), msgs...); err != nil {
+		t.Fatalf("recording sent parts: %v", err)
+	}
 }
 
 // PutMedia stores data in the region's object store as the media worker
@@ -95,27 +150,48 @@ func TestLogger(t testing.TB) *slog.Logger {
 
 // Events returns every event stored in the region's event stream, in order.
 func (e *Env) Events(ctx context.Context) ([]*normalize.Event, error) {
-	info, err := e.Region.Events.Info(ctx)
+	msgs, err := streamMessages(ctx, e.Region.Events, "")
 	if err != nil {
-		return nil, fmt.Errorf("reading event stream info: %w", err)
+		return nil, err
 	}
-	var out []*normalize.Event
+	out := make([]*normalize.Event, 0, len(msgs))
+	for _, m := range msgs {
+		ev, err := normalize.Decode(m.Data)
+		if err != nil {
+			return nil, fmt.Errorf("decoding event %d: %w", m.Sequence, err)
+		}
+		out = append(out, ev)
+	}
+	return out, nil
+}
+
+// InboundDeadLetters returns the updates kept on the region's inbound
+// dead-letter subject, oldest first.
+func (e *Env) InboundDeadLetters(ctx context.Context) ([]*jetstream.RawStreamMsg, error) {
+	return streamMessages(ctx, e.Region.DLQ, e.Bus.Subjects().InboundDLQ(Region, e.platform, e.id))
+}
+
+// streamMessages reads every message of s on subject ("": all).
+func streamMessages(ctx context.Context, s jetstream.Stream, subject string) ([]*jetstream.RawStreamMsg, error) {
+	info, err := s.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading stream info: %w", err)
+	}
+	var out []*jetstream.RawStreamMsg
 	if info.State.Msgs == 0 {
 		return out, nil
 	}
 	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
-		m, err := e.Region.Events.GetMsg(ctx, seq)
+		m, err := s.GetMsg(ctx, seq)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("reading event %d: %w", seq, err)
+			return nil, fmt.Errorf("reading message %d: %w", seq, err)
 		}
-		ev, err := normalize.Decode(m.Data)
-		if err != nil {
-			return nil, fmt.Errorf("decoding event %d: %w", seq, err)
+		if subject == "" || m.Subject == subject {
+			out = append(out, m)
 		}
-		out = append(out, ev)
 	}
 	return out, nil
 }
@@ -145,7 +221,8 @@ func (e *Env) WaitEvents(ctx context.Context, t testing.TB, n int) []*normalize.
 }
 
 // WaitFor polls cond every few milliseconds until it holds, and fails the
-// test naming what it waited for when ctx ends first.
+// test naming what it waited for when ctx ends first. It is the one bounded
+// wait of Parley's tests.
 func WaitFor(ctx context.Context, t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	tick := time.NewTicker(5 * time.Millisecond)
@@ -159,20 +236,18 @@ func WaitFor(ctx context.Context, t testing.TB, what string, cond func() bool) {
 	}
 }
 
-// Publisher is connectors.Publisher over bus.Publish, as Parley wires it:
-// each event encoded as CloudEvents JSON on its event subject with its id as
-// Nats-Msg-Id, and its conversation recorded in the directory once stored.
-// SetDown makes it fail with ErrNotDurable without touching NATS.
+// Publisher is ingest's publisher, as Parley wires it, with an outage
+// switch: SetDown makes it fail with ErrNotDurable without touching NATS.
+// It fails the test when a connector publishes an event of another source
+// or one that does not encode.
 type Publisher struct {
-	t    testing.TB
-	bus  *bus.Bus
-	dir  *directory.Store
-	want string // the CloudEvents source of the connector's events
+	t       testing.TB
+	real    *ingest.Publisher
+	metrics *metrics.Metrics
+	want    string // the CloudEvents source of the connector's events
 
-	down       atomic.Bool
-	calls      atomic.Int64
-	stored     atomic.Int64
-	duplicates atomic.Int64
+	down  atomic.Bool
+	calls atomic.Int64
 }
 
 // SetDown switches the outage on or off.
@@ -182,21 +257,22 @@ func (p *Publisher) SetDown(down bool) { p.down.Store(down) }
 func (p *Publisher) Calls() int64 { return p.calls.Load() }
 
 // Stored returns how many events JetStream stored as new.
-func (p *Publisher) Stored() int64 { return p.stored.Load() }
+func (p *Publisher) Stored() int64 {
+	return int64(p.metrics.Total("parley_events_published_total"))
+}
 
 // Duplicates returns how many published events JetStream dropped as
 // duplicates of stored ones.
-func (p *Publisher) Duplicates() int64 { return p.duplicates.Load() }
+func (p *Publisher) Duplicates() int64 {
+	return int64(p.metrics.Total("parley_events_duplicate_total"))
+}
 
 // Probe implements connectors.Prober.
 func (p *Publisher) Probe(ctx context.Context) error {
 	if p.down.Load() {
 		return fmt.Errorf("probing: nats unavailable (simulated): %w", connectors.ErrNotDurable)
 	}
-	if _, err := p.bus.JS().AccountInfo(ctx); err != nil {
-		return fmt.Errorf("probing jetstream: %w: %w", connectors.ErrNotDurable, err)
-	}
-	return nil
+	return p.real.Probe(ctx)
 }
 
 // Publish implements connectors.Publisher.
@@ -205,45 +281,22 @@ func (p *Publisher) Publish(ctx context.Context, events ...*normalize.Event) err
 	if p.down.Load() {
 		return fmt.Errorf("publishing %d events: nats unavailable (simulated): %w", len(events), connectors.ErrNotDurable)
 	}
-	msgs := make([]bus.Message, 0, len(events))
 	for _, ev := range events {
-		data, err := normalize.Encode(ev)
-		if err != nil {
-			// A connector must never produce this: fail the test loudly.
-			p.t.Errorf("connector published an invalid event: %v", err)
-			return fmt.Errorf("encoding event %s: %w: %w", ev.ID, connectors.ErrNotDurable, err)
+		if ev == nil {
+			continue
 		}
 		if ev.Source != p.want {
 			p.t.Errorf("connector published event %s with source %q, want %q", ev.ID, ev.Source, p.want)
 		}
-		d := ev.Data
-		msgs = append(msgs, bus.Message{
-			Subject: p.bus.Subjects().Event(d.Region, d.Platform, d.Connector, string(ev.Subject), ev.Type.Kind()),
-			MsgID:   string(ev.ID),
-			Data:    data,
-		})
-	}
-	results, err := p.bus.Publish(ctx, msgs...)
-	if err != nil {
-		return fmt.Errorf("publishing %d events: %w: %w", len(events), connectors.ErrNotDurable, err)
-	}
-	for _, r := range results {
-		if r.Duplicate {
-			p.duplicates.Add(1)
-		} else {
-			p.stored.Add(1)
+		if err := ev.Validate(); err != nil {
+			p.t.Errorf("connector published an invalid event: %v", err)
 		}
 	}
-	for _, ev := range events {
-		if err := p.dir.RecordInbound(ctx, ev, "", 0); err != nil {
-			p.t.Logf("connectortest: recording conversation %s: %v", ev.Subject, err)
-		}
-	}
-	return nil
+	return p.real.Publish(ctx, events...)
 }
 
 // Cursors is connectors.Store over the region's cursors bucket, scoped to
-// one connector.
+// one connector as ingest.Cursors scopes it, counting calls.
 type Cursors struct {
 	kv    jetstream.KeyValue
 	scope string

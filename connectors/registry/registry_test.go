@@ -11,40 +11,62 @@ import (
 // piece the rest of Parley relies on, so a half-added platform cannot land.
 func TestEveryConnectorIsComplete(t *testing.T) {
 	seen := map[string]bool{}
-	for _, d := range All() {
-		t.Run(d.Platform, func(t *testing.T) {
-			if d.Platform == "" || strings.ToLower(d.Platform) != d.Platform {
-				t.Errorf("platform %q must be a lower-case name", d.Platform)
+	for _, p := range All() {
+		t.Run(p.Platform, func(t *testing.T) {
+			if p.Platform == "" || strings.ToLower(p.Platform) != p.Platform {
+				t.Errorf("platform %q must be a lower-case name", p.Platform)
 			}
-			if seen[d.Platform] {
-				t.Errorf("platform %q registered twice", d.Platform)
+			if seen[p.Platform] {
+				t.Errorf("platform %q registered twice", p.Platform)
 			}
-			seen[d.Platform] = true
-			if d.Name == "" {
+			seen[p.Platform] = true
+			if p.Name == "" {
 				t.Error("Name is empty")
 			}
-			if d.New == nil {
+			if p.New == nil {
 				t.Error("New is nil")
 			}
-			if d.Validate == nil {
+			if p.Validate == nil {
 				t.Error("Validate is nil")
 			}
+			if p.Demo == nil {
+				t.Error("Demo is nil: `parley demo` must drive every platform against its simulator")
+			}
 			var sample map[string]any
-			if err := yaml.Unmarshal([]byte(d.Sample), &sample); err != nil {
+			if err := yaml.Unmarshal([]byte(p.Sample), &sample); err != nil {
 				t.Errorf("Sample is not YAML: %v", err)
 			}
 			if len(sample) == 0 {
 				t.Error("Sample is empty")
 			}
-			if d.Limits.PerAccount < 0 || d.Limits.PerConversation < 0 {
-				t.Error("Limits must not be negative")
-			}
-			if got, ok := Lookup(d.Platform); !ok || got.Platform != d.Platform {
-				t.Errorf("Lookup(%q) = %v, %v", d.Platform, got.Platform, ok)
+			checkSecretsAreReferences(t, sample)
+			if got, ok := Lookup(p.Platform); !ok || got.Platform != p.Platform {
+				t.Errorf("Lookup(%q) = %v, %v", p.Platform, got.Platform, ok)
 			}
 		})
 	}
 	if _, ok := Lookup("no-such-platform"); ok {
 		t.Error("Lookup found a platform that is not registered")
+	}
+}
+
+// checkSecretsAreReferences fails when a secret-looking key of a sample
+// holds a literal instead of an ${ENV} reference: samples are copied into
+// real configurations.
+func checkSecretsAreReferences(t *testing.T, v any) {
+	t.Helper()
+	switch v := v.(type) {
+	case map[string]any:
+		for k, val := range v {
+			if s, ok := val.(string); ok && (strings.HasSuffix(k, "token") || strings.HasSuffix(k, "secret")) &&
+				!strings.HasPrefix(s, "${") {
+				t.Errorf("%s is %q, not an ${ENV} reference", k, s)
+			}
+			checkSecretsAreReferences(t, val)
+		}
+	case []any:
+		for _, item := range v {
+			checkSecretsAreReferences(t, item)
+		}
 	}
 }

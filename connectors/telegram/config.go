@@ -1,9 +1,7 @@
 package telegram
 
 import (
-	"errors"
 	"fmt"
-	"log/slog"
 	"net/url"
 	"regexp"
 	"slices"
@@ -13,6 +11,8 @@ import (
 	"github.com/go-telegram/bot/models"
 
 	"github.com/parley-gateway/parley/connectors"
+	"github.com/parley-gateway/parley/connectors/kit"
+	"github.com/parley-gateway/parley/internal/secret"
 )
 
 // Modes of receiving updates.
@@ -74,34 +74,16 @@ var knownUpdates = []string{
 	models.AllowedUpdateRemovedChatBoost,
 }
 
-// Secret is a credential from the settings. It never prints: fmt, slog and
-// encoders all see "[redacted]", so a Settings value can be logged whole.
-type Secret string
-
-const redacted = "[redacted]"
-
-// String returns "[redacted]".
-func (Secret) String() string { return redacted }
-
-// GoString returns "[redacted]", so %#v does not leak either.
-func (Secret) GoString() string { return redacted }
-
-// LogValue returns "[redacted]".
-func (Secret) LogValue() slog.Value { return slog.StringValue(redacted) }
-
-// MarshalText returns "[redacted]", for JSON and YAML encoders.
-func (Secret) MarshalText() ([]byte, error) { return []byte(redacted), nil }
-
 // Settings is the telegram block of a connector's configuration.
 type Settings struct {
 	// Token is the bot token from @BotFather, "<bot id>:<secret>".
-	Token Secret `yaml:"token"`
+	Token secret.String `yaml:"token"`
 	// Mode is how updates arrive: "polling" (getUpdates; one instance at a
 	// time) or "webhook" (Telegram POSTs to /webhooks/{id}).
 	Mode string `yaml:"mode"`
 	// WebhookSecret is the secret_token Telegram sends back in every
 	// webhook request; required in webhook mode.
-	WebhookSecret Secret `yaml:"webhook_secret"`
+	WebhookSecret secret.String `yaml:"webhook_secret"`
 	// APIURL is the Bot API base URL; a simulator or a local Bot API server
 	// goes here.
 	APIURL string `yaml:"api_url"`
@@ -111,17 +93,21 @@ type Settings struct {
 	// AllowedUpdates lists the update types to receive; empty means the
 	// list in sample.yaml: every kind Parley maps, reactions included.
 	AllowedUpdates []string `yaml:"allowed_updates"`
+	// Limits overrides Telegram's flood limits (defaultRates), for a bot
+	// with raised limits or a policy of one's own.
+	Limits kit.LimitSettings `yaml:"limits"`
 }
 
 // settings is Settings with defaults applied and values parsed.
 type settings struct {
-	token          Secret
+	token          secret.String
 	botID          string
 	mode           string
-	webhookSecret  Secret
+	webhookSecret  secret.String
 	apiURL         string
 	pollTimeout    time.Duration
 	allowedUpdates []string
+	rates          kit.Rates
 }
 
 var (
@@ -129,62 +115,15 @@ var (
 	secretPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,256}$`)
 )
 
-// decodeSettings decodes the block strictly and validates it. A decoding
-// error (unknown key, wrong shape) is returned as is: the config loader's
-// errors carry their own paths.
-func decodeSettings(raw connectors.Settings) (settings, []connectors.Problem, error) {
-	var s Settings
-	if raw == nil {
-		return settings{}, []connectors.Problem{{Path: "token", Message: "required"}}, nil
-	}
-	if err := raw.DecodeSettings(&s); err != nil {
-		return settings{}, nil, err
-	}
-	cfg, problems := s.resolve()
-	return cfg, problems, nil
-}
-
 // validate checks settings without building a connector; problem paths are
 // relative to the telegram block. A block that does not decode cleanly (an
 // unknown key) is still validated as far as it decoded, so every problem is
 // reported at once.
 func validate(raw connectors.Settings) []connectors.Problem {
-	if raw == nil {
-		return []connectors.Problem{{Path: "token", Message: "required"}}
-	}
-	var s Settings
-	var problems []connectors.Problem
-	if err := raw.DecodeSettings(&s); err != nil {
-		problems = decodeProblems(err)
-	}
-	_, more := s.resolve()
-	for _, p := range more {
-		if !slices.ContainsFunc(problems, func(q connectors.Problem) bool { return q.Path == p.Path }) {
-			problems = append(problems, p)
-		}
-	}
-	return problems
-}
-
-// problemPath recognises the "path: message" lines of a decoding error.
-var problemPath = regexp.MustCompile(`^([A-Za-z0-9_]+(\[[0-9]+\])*(\.[A-Za-z0-9_]+(\[[0-9]+\])*)*): (.+)$`)
-
-// decodeProblems turns a decoding error into problems, one per line, with
-// the path when the line starts with one.
-func decodeProblems(err error) []connectors.Problem {
-	var out []connectors.Problem
-	for _, line := range strings.Split(err.Error(), "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" {
-			continue
-		}
-		if m := problemPath.FindStringSubmatch(line); m != nil {
-			out = append(out, connectors.Problem{Path: m[1], Message: m[len(m)-1]})
-			continue
-		}
-		out = append(out, connectors.Problem{Message: line})
-	}
-	return out
+	return kit.Validate(raw, func(s Settings) []connectors.Problem {
+		_, problems := s.resolve()
+		return problems
+	})
 }
 
 // resolve applies defaults and reports every invalid setting at once.
@@ -194,7 +133,7 @@ func (s Settings) resolve() (settings, []connectors.Problem) {
 		problems = append(problems, connectors.Problem{Path: path, Message: fmt.Sprintf(format, args...)})
 	}
 	out := settings{
-		token:          Secret(strings.TrimSpace(string(s.Token))),
+		token:          secret.String(strings.TrimSpace(s.Token.Reveal())),
 		mode:           s.Mode,
 		webhookSecret:  s.WebhookSecret,
 		apiURL:         strings.TrimRight(s.APIURL, "/"),
@@ -250,6 +189,10 @@ func (s Settings) resolve() (settings, []connectors.Problem) {
 	if len(out.allowedUpdates) == 0 {
 		out.allowedUpdates = slices.Clone(defaultAllowedUpdates)
 	}
+	var limitProblems []connectors.Problem
+	out.rates, limitProblems = s.Limits.Apply(defaultRates, "limits")
+	problems = append(problems, limitProblems...)
+
 	seen := map[string]bool{}
 	for i, u := range out.allowedUpdates {
 		switch {
@@ -261,19 +204,4 @@ func (s Settings) resolve() (settings, []connectors.Problem) {
 		seen[u] = true
 	}
 	return out, problems
-}
-
-// problemsError renders problems as one error per problem, joined, each
-// "path: message" relative to the block so that the caller can prefix the
-// block's path.
-func problemsError(problems []connectors.Problem) error {
-	errs := make([]error, 0, len(problems))
-	for _, p := range problems {
-		if p.Path == "" {
-			errs = append(errs, errors.New(p.Message))
-			continue
-		}
-		errs = append(errs, errors.New(p.Path+": "+p.Message))
-	}
-	return errors.Join(errs...)
 }

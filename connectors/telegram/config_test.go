@@ -12,6 +12,7 @@ import (
 
 	"github.com/parley-gateway/parley/connectors"
 	"github.com/parley-gateway/parley/connectors/connectortest"
+	"github.com/parley-gateway/parley/connectors/kit"
 )
 
 func TestValidate(t *testing.T) {
@@ -129,15 +130,38 @@ func TestValidateKeepsThePathsOfDecodingErrors(t *testing.T) {
 }
 
 func TestDefaultsApply(t *testing.T) {
-	cfg, problems, err := decodeSettings(connectortest.YAMLSettings("token: \"77:secret\"\n"))
-	if err != nil || len(problems) > 0 {
-		t.Fatal(err, problems)
+	cfg, err := kit.Decode(connectortest.YAMLSettings("token: \"77:secret\"\n"), Settings.resolve)
+	if err != nil {
+		t.Fatal(err)
 	}
 	if cfg.mode != ModePolling || cfg.apiURL != DefaultAPIURL || cfg.pollTimeout != 30*time.Second || cfg.botID != "77" {
 		t.Errorf("defaults: %+v", cfg)
 	}
 	if !slices.Equal(cfg.allowedUpdates, defaultAllowedUpdates) {
 		t.Errorf("allowed_updates %v, want the defaults", cfg.allowedUpdates)
+	}
+	if cfg.rates != defaultRates {
+		t.Errorf("rates %+v, want Telegram's %+v", cfg.rates, defaultRates)
+	}
+}
+
+func TestLimitsOverrideTheDefaults(t *testing.T) {
+	cfg, err := kit.Decode(connectortest.YAMLSettings("token: \"77:secret\"\nlimits: {per_account: 5, per_group: 10s}\n"), Settings.resolve)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := defaultRates
+	want.PerAccount, want.PerGroup = 5, 10*time.Second
+	if cfg.rates != want {
+		t.Errorf("rates %+v, want %+v", cfg.rates, want)
+	}
+	problems := validate(connectortest.YAMLSettings("token: \"77:secret\"\nlimits: {burst: 0, per_conversation: soon}\n"))
+	var paths []string
+	for _, p := range problems {
+		paths = append(paths, p.Path)
+	}
+	if !slices.Equal(paths, []string{"limits.burst", "limits.per_conversation"}) {
+		t.Errorf("problems %v, want limits.burst and limits.per_conversation", problems)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/go-telegram/bot"
 
 	"github.com/parley-gateway/parley/connectors"
+	"github.com/parley-gateway/parley/internal/secret"
 	"github.com/parley-gateway/parley/normalize"
 )
 
@@ -26,39 +27,16 @@ const maxErrorText = 300
 var sdkCodePattern = regexp.MustCompile(`error response from telegram for method \w+, (\d{3})\b`)
 
 // classifySend turns an SDK error of a send into a delivery class (§T4 of
-// the platform notes) and records what it teaches about the conversation
-// or the token.
-func (c *Connector) classifySend(ctx context.Context, to connectors.Address, err error) error {
-	if err == nil {
-		return nil
-	}
+// the platform notes). A refused token also shows in health: replies cannot
+// go until an operator replaces it.
+func (c *Connector) classifySend(err error) error {
 	class := classify(err)
-	var ce *connectors.Error
-	if errors.As(class, &ce) {
-		switch ce.Code {
-		case normalize.ErrRecipientUnavailable:
-			c.markUnreachable(ctx, to, telegramDescription(err))
-		case normalize.ErrUnauthorized:
-			c.health.setFatal("telegram rejected the bot token ("+ce.PlatformCode+")", actionBadToken)
-		}
+	if ce, ok := errors.AsType[*connectors.Error](class); ok && ce.Code == normalize.ErrUnauthorized {
+		// Shown, not returned: in webhook mode Run goes on, and the first
+		// poll of a poller ends it with the same finding.
+		_ = c.health.Fatal(normalize.StateBadCredentials, "telegram rejected the bot token ("+ce.PlatformCode+") on a send", actionBadToken, class)
 	}
 	return class
-}
-
-// markUnreachable records that replies cannot reach a conversation, so the
-// outbox fails the next ones fast. It is best effort: the send failed
-// permanently either way.
-func (c *Connector) markUnreachable(ctx context.Context, to connectors.Address, reason string) {
-	if to.ConversationID == "" {
-		return
-	}
-	// The send's context may be about to end; recording this is worth a
-	// few more seconds.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), followUpTimeout)
-	defer cancel()
-	if err := c.deps.Conversations.SetReachable(ctx, to.ConversationID, false, reason); err != nil {
-		c.log.Warn("recording an unreachable conversation", "conversation_id", to.ConversationID, "error", err)
-	}
 }
 
 // classify maps an error of a Bot API call to a connectors class. It is
@@ -203,10 +181,10 @@ func (e *apiError) platformCode() string { return strconv.Itoa(e.code()) }
 
 // scrubURL removes the bot token from a transport error: net/http puts the
 // request URL, which holds the token, into every *url.Error.
-func scrubURL(err error, token Secret) error {
+func scrubURL(err error, token secret.String) error {
 	var ue *url.Error
 	if token != "" && errors.As(err, &ue) {
-		ue.URL = strings.ReplaceAll(ue.URL, string(token), "[redacted]")
+		ue.URL = strings.ReplaceAll(ue.URL, token.Reveal(), secret.Redacted)
 	}
 	return err
 }

@@ -26,6 +26,10 @@ const (
 	maxCaptionUnits = 1024
 )
 
+// maxCallbackData is the Bot API's limit on an inline button's
+// callback_data, which carries a choice id.
+const maxCallbackData = 64
+
 // Bot API limits on files a bot uploads.
 const (
 	maxPhotoUpload    = 10 << 20
@@ -78,9 +82,15 @@ type outPart struct {
 // callback_data is the choice id; it is attached to the last text message,
 // or to the last part when the reply has no text. reply_to quotes on the
 // first part only, and allows sending when the quoted message is gone.
-func (c *Connector) Plan(reply *normalize.Reply, to connectors.Address) ([]connectors.Part, error) {
+func (c *Connector) Plan(reply *normalize.Reply, to connectors.Address, _ connectors.Admission) ([]connectors.Part, error) {
 	if reply == nil {
 		return nil, connectors.Permanent(normalize.ErrInvalidReply, "", errors.New("no reply"))
+	}
+	for i, ch := range reply.Choices {
+		if len(ch.ID) > maxCallbackData {
+			return nil, connectors.Permanent(normalize.ErrInvalidReply, "",
+				fmt.Errorf("choices[%d].id: telegram carries at most %d bytes of callback_data, not %d", i, maxCallbackData, len(ch.ID)))
+		}
 	}
 	thread, err := positiveInt(to.ThreadID)
 	if err != nil {
@@ -289,7 +299,7 @@ func (c *Connector) SendPart(ctx context.Context, to connectors.Address, part co
 			// The store's size was wrong or unknown; Telegram would refuse it.
 			return connectors.SentPart{}, connectors.Permanent(normalize.ErrTooLarge, "", err)
 		}
-		return connectors.SentPart{}, c.classifySend(ctx, to, err)
+		return connectors.SentPart{}, c.classifySend(err)
 	}
 	if msg == nil || msg.ID == 0 {
 		// Sent, but the answer named no message; retrying would send twice.

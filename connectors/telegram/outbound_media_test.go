@@ -120,7 +120,7 @@ func TestSendingStoredMediaThroughTheSimulator(t *testing.T) {
 			if err := reply.Validate(); err != nil {
 				t.Fatalf("test reply is invalid: %v", err)
 			}
-			parts, err := c.Plan(&reply, to)
+			parts, err := c.Plan(&reply, to, connectors.Admission{})
 			if err != nil {
 				t.Fatalf("Plan: %v", err)
 			}
@@ -185,7 +185,7 @@ func TestSendingStoredMediaFailures(t *testing.T) {
 				env.Deps.Media = tc.store
 			}
 			c := newTestConnector(t, env, settingsFor(ModePolling, sim.URL))
-			parts, err := c.Plan(&normalize.Reply{Attachments: []normalize.ReplyAttachment{{MediaID: id}}}, testAddress())
+			parts, err := c.Plan(&normalize.Reply{Attachments: []normalize.ReplyAttachment{{MediaID: id}}}, testAddress(), connectors.Admission{})
 			if err != nil {
 				t.Fatalf("Plan: %v", err)
 			}

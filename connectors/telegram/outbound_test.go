@@ -201,11 +201,11 @@ func TestSendingRepliesThroughTheSimulator(t *testing.T) {
 			if err := reply.Validate(); err != nil {
 				t.Fatalf("test reply is invalid: %v", err)
 			}
-			parts, err := c.Plan(&reply, to)
+			parts, err := c.Plan(&reply, to, connectors.Admission{})
 			if err != nil {
 				t.Fatalf("Plan: %v", err)
 			}
-			again, _ := c.Plan(&reply, to)
+			again, _ := c.Plan(&reply, to, connectors.Admission{})
 			if a, b := mustJSON(t, parts), mustJSON(t, again); a != b {
 				t.Errorf("Plan is not deterministic")
 			}
@@ -295,7 +295,7 @@ func TestPlanRefusesWhatTelegramCannotSend(t *testing.T) {
 	c := &Connector{}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := c.Plan(&tc.reply, tc.to)
+			_, err := c.Plan(&tc.reply, tc.to, connectors.Admission{})
 			got := connectors.Classify(err)
 			if err == nil || got.Class != connectors.ClassPermanent || got.Code != tc.code {
 				t.Errorf("Plan = %v, want a permanent %s", err, tc.code)
@@ -308,7 +308,7 @@ func TestSendPartRefusesAnAddressWithoutAChat(t *testing.T) {
 	sim := startSim(t)
 	env := connectortest.NewEnv(t, inPlatform, "tg-out")
 	c := newTestConnector(t, env, settingsFor(ModePolling, sim.URL))
-	parts, err := c.Plan(&normalize.Reply{Text: "hi"}, testAddress())
+	parts, err := c.Plan(&normalize.Reply{Text: "hi"}, testAddress(), connectors.Admission{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 
 	"github.com/parley-gateway/parley/connectors"
+	"github.com/parley-gateway/parley/connectors/kit"
 	"github.com/parley-gateway/parley/normalize"
 )
 
@@ -42,7 +43,7 @@ func (c *Connector) runPolling(ctx context.Context) error {
 	if !ok {
 		return nil
 	}
-	bo := c.newBackOff(c.retry.max)
+	bo := kit.NewBackOff(c.retry.initial, c.retry.max)
 	// The first poll, and the first after a failure, does not wait for
 	// updates: its answer tells at once whether Telegram is reachable.
 	short := true
@@ -56,7 +57,7 @@ func (c *Connector) runPolling(ctx context.Context) error {
 			if fatal != nil {
 				return fatal
 			}
-			if !sleep(ctx, wait) {
+			if !kit.Sleep(ctx, wait) {
 				return nil
 			}
 			short = true
@@ -64,8 +65,8 @@ func (c *Connector) runPolling(ctx context.Context) error {
 		}
 		bo.Reset()
 		short = false
-		c.health.setPlatform(nil)
-		c.health.setStarted()
+		c.health.Platform(nil)
+		c.health.Started()
 		if len(raws) == 0 {
 			continue
 		}
@@ -73,7 +74,7 @@ func (c *Connector) runPolling(ctx context.Context) error {
 		if !ok {
 			return nil
 		}
-		if next <= offset && !sleep(ctx, bo.NextBackOff()) {
+		if next <= offset && !kit.Sleep(ctx, bo.NextBackOff()) {
 			// No update_id could be read: asking again at once would spin.
 			return nil
 		}
@@ -86,75 +87,68 @@ func (c *Connector) runPolling(ctx context.Context) error {
 func (c *Connector) pollFailed(err error, bo backoff.BackOff) (time.Duration, error) {
 	var ae *apiError
 	if !errors.As(err, &ae) {
-		c.health.setPlatform(&problem{reason: "telegram is unreachable: " + err.Error(), action: actionUnreachable})
+		c.health.Platform(&kit.Problem{Reason: "telegram is unreachable: " + err.Error(), Action: actionUnreachable})
 		c.log.Warn("polling telegram", "error", err)
 		return bo.NextBackOff(), nil
 	}
 	switch code := ae.code(); {
 	case code == http.StatusUnauthorized || code == http.StatusNotFound:
-		c.health.setFatal("telegram rejected the bot token ("+ae.platformCode()+")", actionBadToken)
 		c.log.Error("telegram rejected the bot token", "error", err)
-		return 0, fmt.Errorf("polling telegram: %w", connectors.Permanent(normalize.ErrUnauthorized, ae.platformCode(), err))
+		return 0, c.health.Fatal(normalize.StateBadCredentials, "telegram rejected the bot token ("+ae.platformCode()+")", actionBadToken,
+			fmt.Errorf("polling telegram: %w", connectors.Permanent(normalize.ErrUnauthorized, ae.platformCode(), err)))
 	case code == http.StatusConflict && strings.Contains(strings.ToLower(ae.Description), "webhook"):
 		// Deleting the webhook would silently take updates away from
 		// whoever set it: an operator decides.
-		c.health.setPlatform(&problem{reason: "a webhook is set for this bot, so telegram refuses to be polled", action: actionWebhookIsSet})
+		c.health.Platform(&kit.Problem{Reason: "a webhook is set for this bot, so telegram refuses to be polled", Action: actionWebhookIsSet})
 		c.log.Warn("polling telegram: a webhook is set", "error", err)
 		return max(bo.NextBackOff(), c.retry.slow), nil
 	case code == http.StatusConflict:
-		c.health.setPlatform(&problem{reason: "another poller is using this token", action: actionOtherPoller})
+		c.health.Platform(&kit.Problem{Reason: "another poller is using this token", Action: actionOtherPoller})
 		c.log.Warn("polling telegram: another poller is using this token", "error", err)
 		return bo.NextBackOff(), nil
 	case code == http.StatusTooManyRequests && ae.RetryAfter > 0:
-		c.health.setPlatform(&problem{reason: "telegram asked to slow down: " + err.Error()})
+		c.health.Platform(&kit.Problem{Reason: "telegram asked to slow down: " + err.Error()})
 		c.log.Warn("polling telegram", "error", err, "retry_after", ae.RetryAfter)
 		return time.Duration(ae.RetryAfter) * time.Second, nil
 	default:
-		c.health.setPlatform(&problem{reason: "polling telegram: " + err.Error(), action: actionUnreachable})
+		c.health.Platform(&kit.Problem{Reason: "polling telegram: " + err.Error(), Action: actionUnreachable})
 		c.log.Warn("polling telegram", "error", err)
 		return bo.NextBackOff(), nil
 	}
 }
 
 // deliverBatch maps, stores and then acknowledges one batch. It returns the
-// next offset, or false when ctx ended before the batch was stored.
+// next offset, or false when ctx ended before the batch was stored. An
+// update that cannot be mapped, or whose events the server refuses, is
+// dead-lettered by the store step: skipping it is the only way on, since
+// Telegram would return it for ever.
 func (c *Connector) deliverBatch(ctx context.Context, offset int64, raws []json.RawMessage) (int64, bool) {
 	ic := c.inboundContext()
 	next := offset
-	var (
-		events  []*normalize.Event
-		results []inboundResult
-	)
+	updates := make([]kit.Update, 0, len(raws))
 	for _, raw := range raws {
-		id, res, err := c.mapRaw(ic, raw)
+		id, u := c.mapRaw(ic, raw)
 		if id >= next {
 			next = id + 1
 		}
-		if err != nil {
-			// Skipping is the only way on: Telegram would return the same
-			// update forever. It is counted and logged for an operator.
-			c.log.Warn("skipping a telegram update that cannot be mapped", "update_id", id, "error", err)
-			continue
-		}
-		events = append(events, res.Events...)
-		results = append(results, res)
+		updates = append(updates, u)
 	}
 
-	bo := c.newBackOff(c.retry.max)
+	bo := kit.NewBackOff(c.retry.initial, c.retry.max)
 	for {
-		err := c.publish(ctx, events)
+		err := c.inbound.Store(ctx, updates)
 		if err == nil {
 			break
 		}
 		if ctx.Err() != nil {
 			return 0, false
 		}
-		c.log.Warn("storing a batch of telegram updates", "events", len(events), "error", err)
-		if !sleep(ctx, bo.NextBackOff()) {
+		c.log.Warn("storing a batch of telegram updates", "updates", len(updates), "error", err)
+		if !kit.Sleep(ctx, bo.NextBackOff()) {
 			return 0, false
 		}
 	}
-	c.log.Debug("stored a batch of telegram updates", "updates", len(raws), "events", len(events), "next_offset", next)
+	c.log.Debug("stored a batch of telegram updates", "updates", len(raws), "next_offset", next)
 
 	if next > offset {
 		if err := c.deps.Cursors.Put(ctx, offsetKey, []byte(strconv.FormatInt(next, 10))); err != nil {
@@ -164,39 +158,32 @@ func (c *Connector) deliverBatch(ctx context.Context, offset int64, raws []json.
 			c.log.Warn("saving the telegram offset", "offset", next, "error", err)
 		}
 	}
-	c.afterStored(ctx, results)
+	fctx, cancel := context.WithTimeout(ctx, followUpTimeout)
+	defer cancel()
+	c.afterStored(fctx, updates)
 	return next, true
 }
 
 // mapRaw parses and maps one update of a batch. id is the update's
 // update_id when it can be read, even if the update cannot be mapped.
-func (c *Connector) mapRaw(ic inboundContext, raw json.RawMessage) (int64, inboundResult, error) {
-	c.stats.received.Add(1)
+func (c *Connector) mapRaw(ic inboundContext, raw json.RawMessage) (int64, kit.Update) {
 	var head struct {
 		UpdateID int64 `json:"update_id"`
 	}
 	_ = json.Unmarshal(raw, &head) // a broken update fails parseUpdate below
 	u, err := parseUpdate(raw)
-	if err != nil {
-		c.stats.failed.Add(1)
-		return head.UpdateID, inboundResult{}, err
+	out := c.toUpdate(ic, raw, u, err)
+	if u == nil {
+		out.ID = strconv.FormatInt(head.UpdateID, 10)
+		return head.UpdateID, out
 	}
-	res, err := mapUpdate(ic, u)
-	if err != nil {
-		c.stats.failed.Add(1)
-		return u.ID, inboundResult{}, err
-	}
-	if res.Ignored != "" {
-		c.stats.ignored.Add(1)
-		c.log.Debug("ignoring a telegram update", "update_id", u.ID, "kind", res.Ignored)
-	}
-	return u.ID, res, nil
+	return u.ID, out
 }
 
 // loadOffset reads the saved offset, retrying while the store is
 // unavailable; false means ctx ended first.
 func (c *Connector) loadOffset(ctx context.Context) (int64, bool) {
-	bo := c.newBackOff(c.retry.max)
+	bo := kit.NewBackOff(c.retry.initial, c.retry.max)
 	for {
 		b, err := c.deps.Cursors.Get(ctx, offsetKey)
 		switch {
@@ -215,9 +202,9 @@ func (c *Connector) loadOffset(ctx context.Context) (int64, bool) {
 		if ctx.Err() != nil {
 			return 0, false
 		}
-		c.health.setStorage(&problem{reason: "the poll offset cannot be read: " + err.Error(), action: actionStorage})
+		c.health.Storage(&kit.Problem{Reason: "the poll offset cannot be read: " + err.Error(), Action: actionStorage})
 		c.log.Warn("reading the telegram offset", "error", err)
-		if !sleep(ctx, bo.NextBackOff()) {
+		if !kit.Sleep(ctx, bo.NextBackOff()) {
 			return 0, false
 		}
 	}
@@ -296,14 +283,4 @@ func (c *Connector) getUpdates(ctx context.Context, offset int64, short bool) ([
 // it or put it in an error.
 func (c *Connector) methodURL(method string) string {
 	return c.cfg.apiURL + "/bot" + string(c.cfg.token) + "/" + method
-}
-
-// newBackOff returns a doubling backoff with jitter, capped at max, that
-// never gives up: the loops stop on their context instead.
-func (c *Connector) newBackOff(maxWait time.Duration) *backoff.ExponentialBackOff {
-	return backoff.NewExponentialBackOff(
-		backoff.WithInitialInterval(c.retry.initial),
-		backoff.WithMaxInterval(maxWait),
-		backoff.WithMaxElapsedTime(0),
-	)
 }

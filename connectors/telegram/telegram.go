@@ -7,13 +7,13 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/go-telegram/bot"
 	"github.com/go-telegram/bot/models"
 
 	"github.com/parley-gateway/parley/connectors"
+	"github.com/parley-gateway/parley/connectors/kit"
 	"github.com/parley-gateway/parley/normalize"
 )
 
@@ -27,24 +27,34 @@ var Descriptor = connectors.Descriptor{
 	New:      New,
 	Validate: validate,
 	Sample:   sample,
-	// Telegram's flood limits (Bot FAQ): about one message a second per
-	// chat, twenty a minute per group, thirty a second per bot. Telegram
-	// counts the thirty over any second, so the bucket lets no burst through
-	// on top of the rate (a burst of 30 after an idle second would allow 60
-	// in the first second), and runs a little under thirty so that network
-	// jitter never lands a 31st send inside one of Telegram's seconds.
-	Limits: connectors.Limits{
-		PerConversation: time.Second,
-		PerGroup:        3 * time.Second,
-		PerAccount:      28,
-		Burst:           1,
-	},
 }
+
+// defaultRates are Telegram's flood limits (Bot FAQ): about one message a
+// second per chat, twenty a minute per group, thirty a second per bot.
+// Telegram counts the thirty over any second, so the bucket lets no burst
+// through on top of the rate (a burst of 30 after an idle second would allow
+// 60 in the first second), and runs a little under thirty so that network
+// jitter never lands a 31st send inside one of Telegram's seconds. An
+// operator may override them in the block's limits.
+var defaultRates = kit.Rates{
+	PerAccount:      28,
+	Burst:           1,
+	PerConversation: time.Second,
+	PerGroup:        3 * time.Second,
+}
+
+// webhookBudget is how long Parley takes to answer a webhook request.
+// Telegram documents no timeout; it retries any failed delivery on its own
+// schedule and holds a chat's later updates meanwhile. Ten seconds rides
+// out a NATS leader election on a cluster (a few seconds) while a gateway
+// that cannot store answers 503 well before any plausible client timeout,
+// so Telegram's retry comes soon.
+const webhookBudget = 10 * time.Second
 
 // followUpTimeout bounds the best-effort calls made after events are
 // stored (answering callback queries, recording reachability), so that a
 // slow platform cannot hold up the poll loop or a webhook request for long.
-const followUpTimeout = 5 * time.Second
+const followUpTimeout = kit.FollowUpTimeout
 
 // Operator actions shown in health.
 const (
@@ -57,12 +67,12 @@ const (
 
 // Connector is one Telegram bot. Build it with New (through Descriptor).
 type Connector struct {
-	deps   connectors.Deps
-	cfg    settings
-	log    *slog.Logger
-	api    *bot.Bot
-	health *healthState
-	stats  inboundStats
+	deps    connectors.Deps
+	cfg     settings
+	log     *slog.Logger
+	api     *bot.Bot
+	health  *kit.Health
+	inbound *kit.Inbound
 
 	// pollClient is deps.HTTPClient without its overall timeout: a long poll
 	// legitimately lasts poll_timeout, and each request is bounded by its
@@ -84,12 +94,9 @@ var defaultRetry = retryPolicy{initial: 250 * time.Millisecond, max: 5 * time.Se
 // New decodes and validates settings and returns a connector. It does no
 // I/O: the SDK client is built without its getMe check.
 func New(deps connectors.Deps, raw connectors.Settings) (connectors.Connector, error) {
-	cfg, problems, err := decodeSettings(raw)
+	cfg, err := kit.Decode(raw, Settings.resolve)
 	if err != nil {
 		return nil, err
-	}
-	if len(problems) > 0 {
-		return nil, problemsError(problems)
 	}
 	if deps.Logger == nil {
 		deps.Logger = slog.New(slog.DiscardHandler)
@@ -110,7 +117,8 @@ func New(deps connectors.Deps, raw connectors.Settings) (connectors.Connector, e
 		pollClient: &pollClient,
 		retry:      defaultRetry,
 	}
-	c.health = newHealthState(connectors.NewHealthTracker(deps.Now, deps.OnHealth))
+	c.health = kit.NewHealth(deps)
+	c.inbound = kit.NewInbound(deps, c.health)
 	api, err := bot.New(string(cfg.token),
 		bot.WithServerURL(cfg.apiURL),
 		bot.WithSkipGetMe(),
@@ -129,7 +137,15 @@ func New(deps connectors.Deps, raw connectors.Settings) (connectors.Connector, e
 }
 
 // Health returns the last known state without I/O.
-func (c *Connector) Health() connectors.Health { return c.health.get() }
+func (c *Connector) Health() connectors.Health { return c.health.Get() }
+
+// Policy implements connectors.Connector: Telegram has no reply window,
+// and its limits are per bot (the connector's one account) and per chat.
+func (c *Connector) Policy(to connectors.Address) connectors.Policy {
+	l := c.cfg.rates.Limits(to)
+	l.Account = c.cfg.botID
+	return connectors.Policy{Limits: l}
+}
 
 // Exclusive reports whether Run must run on one instance only: Telegram
 // allows one getUpdates poller per token, while webhooks can be served by
@@ -142,7 +158,7 @@ func (c *Connector) Exclusive() bool { return c.cfg.mode == ModePolling }
 // work. It returns nil when ctx ends, and an error only when the token is
 // refused.
 func (c *Connector) Run(ctx context.Context) error {
-	c.health.begin()
+	c.health.Begin()
 	c.log.Info("telegram connector starting", "mode", c.cfg.mode)
 	var err error
 	if c.cfg.mode == ModeWebhook {
@@ -150,54 +166,23 @@ func (c *Connector) Run(ctx context.Context) error {
 	} else {
 		err = c.runPolling(ctx)
 	}
-	c.health.end()
+	c.health.End()
 	c.log.Info("telegram connector stopped", "mode", c.cfg.mode)
 	return err
 }
 
-// runWebhook registers the webhook and waits for ctx. Without a public URL
-// the operator registers it; Parley cannot guess where it is reachable.
+// runWebhook registers the webhook and waits for ctx, probing storage
+// while it reports trouble. Without a public URL the operator registers it;
+// Parley cannot guess where it is reachable.
 func (c *Connector) runWebhook(ctx context.Context) error {
 	if c.deps.PublicURL == "" {
 		c.log.Info("no public_url: register the webhook with setWebhook yourself", "path", "/webhooks/"+c.deps.ID)
 	} else if err := c.registerWebhook(ctx); err != nil {
 		return err
 	}
-	c.health.setStarted()
-	probe := time.NewTicker(storageProbeInterval)
-	defer probe.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-probe.C:
-			c.probeStorage(ctx)
-		}
-	}
-}
-
-// storageProbeInterval is how often a webhook connector that saw events
-// fail to store checks whether storage is back.
-const storageProbeInterval = 2 * time.Second
-
-// probeStorage clears a storage problem once the publisher can store again.
-// Without it a webhook connector would stay degraded — and the instance
-// unready, so a load balancer might never send Telegram's retry that would
-// clear it — until the next update happened to arrive.
-func (c *Connector) probeStorage(ctx context.Context) {
-	if !c.health.hasStorageProblem() {
-		return
-	}
-	p, ok := c.deps.Publisher.(connectors.Prober)
-	if !ok {
-		return
-	}
-	pctx, cancel := context.WithTimeout(ctx, storageProbeInterval)
-	defer cancel()
-	if err := p.Probe(pctx); err == nil {
-		c.log.Info("events can be stored again")
-		c.health.setStorage(nil)
-	}
+	c.health.Started()
+	c.health.WatchStorage(ctx, c.deps.Publisher)
+	return nil
 }
 
 // registerWebhook calls setWebhook until it succeeds, ctx ends (nil) or the
@@ -214,11 +199,11 @@ func (c *Connector) registerWebhook(ctx context.Context) error {
 		SecretToken:    string(c.cfg.webhookSecret),
 		AllowedUpdates: c.cfg.allowedUpdates,
 	}
-	bo := c.newBackOff(c.retry.max)
+	bo := kit.NewBackOff(c.retry.initial, c.retry.max)
 	for {
 		_, err := c.api.SetWebhook(ctx, params)
 		if err == nil {
-			c.health.setPlatform(nil)
+			c.health.Platform(nil)
 			c.log.Info("webhook registered", "url", hook)
 			return nil
 		}
@@ -227,10 +212,9 @@ func (c *Connector) registerWebhook(ctx context.Context) error {
 		}
 		class := connectors.Classify(classify(err))
 		if class.Code == normalize.ErrUnauthorized {
-			c.health.setFatal("telegram rejected the bot token ("+class.PlatformCode+")", actionBadToken)
-			return class
+			return c.health.Fatal(normalize.StateBadCredentials, "telegram rejected the bot token ("+class.PlatformCode+")", actionBadToken, class)
 		}
-		c.health.setPlatform(&problem{reason: "registering the webhook: " + err.Error(), action: "check that public_url is reachable from Telegram over HTTPS"})
+		c.health.Platform(&kit.Problem{Reason: "registering the webhook: " + err.Error(), Action: "check that public_url is reachable from Telegram over HTTPS"})
 		c.log.Warn("registering the webhook", "error", err)
 		wait := c.waitFor(class, bo)
 		if class.Class == connectors.ClassPermanent {
@@ -238,7 +222,7 @@ func (c *Connector) registerWebhook(ctx context.Context) error {
 			// it, so ask again rarely.
 			wait = max(wait, c.retry.slow)
 		}
-		if !sleep(ctx, wait) {
+		if !kit.Sleep(ctx, wait) {
 			return nil
 		}
 	}
@@ -258,42 +242,40 @@ func (c *Connector) waitFor(class *connectors.Error, bo interface{ NextBackOff()
 func (c *Connector) Webhook() http.Handler {
 	if c.cfg.mode != ModeWebhook {
 		return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-			writeJSONError(w, http.StatusNotFound, "this telegram connector polls for updates; its webhook is off")
+			kit.WriteError(w, http.StatusNotFound, "this telegram connector polls for updates; its webhook is off")
 		})
 	}
-	return http.HandlerFunc(c.serveWebhook)
+	return &kit.Webhook{
+		Budget:  webhookBudget,
+		MaxBody: maxUpdateBytes,
+		Verify:  c.verifyWebhook,
+		Parse:   c.parseWebhook,
+		After:   c.afterStored,
+		Inbound: c.inbound,
+		Log:     c.log,
+	}
 }
+
+// InboundStats implements connectors.InboundCounter.
+func (c *Connector) InboundStats() connectors.InboundStats { return c.inbound.Stats() }
 
 // inboundContext is what the mapping needs to know about this connector.
 func (c *Connector) inboundContext() inboundContext {
 	return inboundContext{Region: c.deps.Region, Connector: c.deps.ID, BotID: c.cfg.botID, ReceivedAt: c.deps.Now()}
 }
 
-// publish stores events and keeps health in step with the outcome.
-func (c *Connector) publish(ctx context.Context, events []*normalize.Event) error {
-	if len(events) == 0 {
-		return nil
-	}
-	if err := c.deps.Publisher.Publish(ctx, events...); err != nil {
-		if ctx.Err() == nil {
-			c.health.setStorage(&problem{reason: "events cannot be stored: " + err.Error(), action: actionStorage})
-		}
-		return err
-	}
-	c.health.setStorage(nil)
-	return nil
-}
-
-// afterStored does what an update asks once its events are durable and the
+// afterStored does what updates ask once their events are durable and the
 // platform acknowledged: answer the callback query (the user's client shows
-// a spinner until then) and record reachability. Both are best effort,
-// within followUpTimeout for the whole batch, and stop when ctx ends.
-func (c *Connector) afterStored(ctx context.Context, results []inboundResult) {
-	ctx, cancel := context.WithTimeout(ctx, followUpTimeout)
-	defer cancel()
-	for _, r := range results {
+// a spinner until then) and record reachability. Both are best effort, and
+// stop when ctx ends.
+func (c *Connector) afterStored(ctx context.Context, updates []kit.Update) {
+	for _, u := range updates {
 		if ctx.Err() != nil {
 			return
+		}
+		r, ok := u.Data.(followUp)
+		if !ok {
+			continue
 		}
 		if r.CallbackQueryID != "" {
 			_, err := c.api.AnswerCallbackQuery(ctx, &bot.AnswerCallbackQueryParams{CallbackQueryID: r.CallbackQueryID})
@@ -312,111 +294,10 @@ func (c *Connector) afterStored(ctx context.Context, results []inboundResult) {
 	}
 }
 
-// sleep waits d or until ctx ends, and reports whether it waited fully.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
-// problem is one reason for being degraded.
-type problem struct{ reason, action string }
-
-// healthState derives the connector's health from what each part of it
-// knows, so that the storage recovering does not hide a platform outage
-// and vice versa.
-type healthState struct {
-	tracker *connectors.HealthTracker
-
-	mu       sync.Mutex
-	started  bool
-	fatal    *problem // bad credentials: Run gave up
-	storage  *problem // events cannot be stored
-	platform *problem // Telegram cannot be reached or refuses
-}
-
-func newHealthState(t *connectors.HealthTracker) *healthState { return &healthState{tracker: t} }
-
-func (h *healthState) get() connectors.Health { return h.tracker.Get() }
-
-// begin resets the state at the start of Run.
-func (h *healthState) begin() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.started, h.fatal, h.storage, h.platform = false, nil, nil, nil
-	h.publishLocked()
-}
-
-// end records that Run returned; bad credentials stay visible.
-func (h *healthState) end() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.started = false
-	if h.fatal == nil {
-		h.tracker.Set(normalize.StateStopped, "", "")
-	}
-}
-
-func (h *healthState) setStarted() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.started = true
-	h.publishLocked()
-}
-
-func (h *healthState) setFatal(reason, action string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.fatal = &problem{reason: reason, action: action}
-	h.publishLocked()
-}
-
-func (h *healthState) setStorage(p *problem) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if p == nil && h.storage == nil {
-		return // the hot path of every publish
-	}
-	h.storage = p
-	h.publishLocked()
-}
-
-func (h *healthState) hasStorageProblem() bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.storage != nil
-}
-
-func (h *healthState) setPlatform(p *problem) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if p == nil && h.platform == nil {
-		return
-	}
-	h.platform = p
-	h.publishLocked()
-}
-
-// publishLocked hands the derived health to the tracker, which reports only
-// real changes. It runs under mu so that reports keep their order.
-func (h *healthState) publishLocked() {
-	switch {
-	case h.fatal != nil:
-		h.tracker.Set(normalize.StateBadCredentials, h.fatal.reason, h.fatal.action)
-	case h.storage != nil:
-		h.tracker.Set(normalize.StateDegraded, h.storage.reason, h.storage.action)
-	case h.platform != nil:
-		h.tracker.Set(normalize.StateDegraded, h.platform.reason, h.platform.action)
-	case h.started:
-		h.tracker.Set(normalize.StateRunning, "", "")
-	default:
-		h.tracker.Set(normalize.StateStarting, "", "")
-	}
+// followUp is what one update asks of the connector once it is stored.
+type followUp struct {
+	CallbackQueryID string
+	Reachability    *reachability
 }
 
 // Interface guards.
@@ -425,4 +306,5 @@ var (
 	_ connectors.WebhookConnector = (*Connector)(nil)
 	_ connectors.Exclusive        = (*Connector)(nil)
 	_ connectors.MediaFetcher     = (*Connector)(nil)
+	_ connectors.InboundCounter   = (*Connector)(nil)
 )

@@ -3,6 +3,8 @@ package telegram
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -132,7 +134,7 @@ func harness(mode string) connectortest.Harness {
 				enqueued++
 				last = u
 			}
-			return &connectortest.Fixture{
+			fx := &connectortest.Fixture{
 				Settings: settingsFor(mode, sim.URL),
 				Deliver: func(_ context.Context, _ *testing.T, n int) {
 					for range n {
@@ -169,9 +171,52 @@ func harness(mode string) connectortest.Harness {
 						t.Fatalf("unknown failure kind %q", kind)
 					}
 				},
+				DeliverPoison: func(context.Context, *testing.T) {
+					// Telegram caps texts at 4096 characters, but nothing
+					// stops an update from being larger than the server's
+					// max payload once it is an event (a long caption
+					// entity list, a future field).
+					enqueue(sim.UserText(testChat, testUser, strings.Repeat("x", connectortest.MaxPayload+1)))
+				},
+				DeliverUnmappable: func(context.Context, *testing.T) {
+					// A reaction whose chat this SDK version cannot decode.
+					mu.Lock()
+					defer mu.Unlock()
+					if _, err := sim.EnqueueJSON([]byte(`{"message_reaction":{"chat":5,"message_id":1,"date":1}}`)); err != nil {
+						t.Errorf("enqueueing: %v", err)
+						return
+					}
+					enqueued++
+				},
 			}
+			if mode == ModeWebhook {
+				fx.DeliverForged = func(ctx context.Context, t *testing.T, url string) int {
+					return postUpdate(ctx, t, url, "not-the-secret", `{"update_id":1,"message":{"message_id":1,"date":1,"chat":{"id":1,"type":"private"},"text":"forged"}}`)
+				}
+				fx.DeliverMalformed = func(ctx context.Context, t *testing.T, url string) int {
+					return postUpdate(ctx, t, url, testSecret, `{"message":`)
+				}
+			}
+			return fx
 		},
 	}
+}
+
+// postUpdate POSTs body to a webhook URL with secret and returns the status.
+func postUpdate(ctx context.Context, t *testing.T, url, secret, body string) int {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(SecretTokenHeader, secret)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 func TestConformancePolling(t *testing.T) { connectortest.Run(t, harness(ModePolling)) }

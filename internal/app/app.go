@@ -7,7 +7,9 @@ package app
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,6 +29,7 @@ import (
 	"github.com/parley-gateway/parley/internal/directory"
 	"github.com/parley-gateway/parley/internal/gateway"
 	"github.com/parley-gateway/parley/internal/httpapi"
+	"github.com/parley-gateway/parley/internal/ledger"
 	"github.com/parley-gateway/parley/internal/media"
 	"github.com/parley-gateway/parley/internal/metrics"
 	"github.com/parley-gateway/parley/normalize"
@@ -46,6 +50,9 @@ type Options struct {
 	HTTPClient *http.Client
 	// Outbox tunes the outbox of every region (zero values: defaults).
 	Outbox OutboxTuning
+	// Platforms are the connectors this gateway can run (default
+	// registry.All()).
+	Platforms registry.List
 }
 
 // OutboxTuning exposes the outbox's retry knobs (the demo shortens them).
@@ -64,6 +71,7 @@ type App struct {
 	bus     *bus.Bus
 	regions map[string]*bus.Region
 	dirs    map[string]*directory.Store
+	ledgers map[string]*ledger.Ledger
 	metrics *metrics.Metrics
 	gw      *gateway.Gateway
 	outbox  []*outbox.Outbox
@@ -91,11 +99,14 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 	if opts.HTTPClient == nil {
 		opts.HTTPClient = &http.Client{Timeout: 90 * time.Second}
 	}
+	if opts.Platforms == nil {
+		opts.Platforms = registry.All()
+	}
 	regions := opts.Regions
 	if len(regions) == 0 {
 		regions = cfg.Regions()
 	}
-	specs, err := Specs(cfg, regions)
+	specs, err := Specs(opts.Platforms, cfg, regions)
 	if err != nil {
 		return nil, err
 	}
@@ -105,7 +116,8 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 		}
 	}
 
-	a := &App{cfg: cfg, opts: opts, log: opts.Logger, regions: map[string]*bus.Region{}, dirs: map[string]*directory.Store{}}
+	a := &App{cfg: cfg, opts: opts, log: opts.Logger, regions: map[string]*bus.Region{},
+		dirs: map[string]*directory.Store{}, ledgers: map[string]*ledger.Ledger{}}
 	defer func() {
 		if err != nil && a.bus != nil {
 			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -125,11 +137,12 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 		}
 		a.regions[r] = h
 		a.dirs[r] = directory.New(h.Directory, r)
+		a.ledgers[r] = ledger.New(a.bus, h.Ledger, r, a.dirs[r])
 	}
 	a.metrics = metrics.New()
 
 	a.gw, err = gateway.New(gateway.Options{
-		Bus: a.bus, Regions: a.regions, Directory: a.dirs, Specs: specs,
+		Bus: a.bus, Regions: a.regions, Directory: a.dirs, Ledger: a.ledgers, DataDir: cfg.DataDir, Specs: specs,
 		PublicURL: cfg.HTTP.PublicURL, HTTPClient: opts.HTTPClient, Metrics: a.metrics,
 		Logger: opts.Logger, InstanceID: opts.InstanceID,
 	})
@@ -138,7 +151,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 	}
 	for _, r := range regions {
 		ob, err := outbox.New(outbox.Options{
-			Region: r, Bus: a.bus, Handles: a.regions[r], Directory: a.dirs[r],
+			Region: r, Bus: a.bus, Handles: a.regions[r], Directory: a.dirs[r], Ledger: a.ledgers[r],
 			Lookup: a.outboxTarget, Logger: opts.Logger.With("component", "outbox", "region", r),
 			Observer:       a.metrics.OutboxObserver(r),
 			MaxAttempts:    opts.Outbox.MaxAttempts,
@@ -178,30 +191,50 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 
 // Specs turns the enabled connectors of the given regions into supervisor
 // specs, with every connector's own settings validated. It does no I/O.
-func Specs(cfg *config.Config, regions []string) ([]gateway.Spec, error) {
+func Specs(platforms registry.List, cfg *config.Config, regions []string) ([]gateway.Spec, error) {
 	var specs []gateway.Spec
 	for _, c := range cfg.EnabledConnectors(regions) {
-		d, ok := registry.Lookup(c.Platform)
+		p, ok := platforms.Lookup(c.Platform)
 		if !ok {
 			return nil, fmt.Errorf("connector %s: platform %q is not built into this binary", c.ID, c.Platform)
 		}
-		specs = append(specs, gateway.Spec{ID: c.ID, Platform: c.Platform, Region: c.Region, Descriptor: d, Settings: c})
+		specs = append(specs, gateway.Spec{ID: c.ID, Platform: c.Platform, Region: c.Region, Descriptor: p.Descriptor,
+			Settings: c, Version: settingsVersion(c)})
 	}
 	return specs, nil
 }
 
-// SettingsCheck validates each connector's platform block with its
-// connector's own rules, for config.Validate and `parley config check`.
-func SettingsCheck(c config.Connector) []config.Problem {
-	d, ok := registry.Lookup(c.Platform)
-	if !ok {
-		return []config.Problem{{Path: "", Message: fmt.Sprintf("platform %q is not built into this binary", c.Platform)}}
+// settingsVersion fingerprints a connector's block as expanded (secrets
+// included, so a rotated token counts as a change), for Reload.
+func settingsVersion(c config.Connector) string {
+	var v any
+	if c.Settings != nil {
+		_ = c.Settings.Decode(&v)
 	}
-	var out []config.Problem
-	for _, p := range d.Validate(c) {
-		out = append(out, config.Problem{Path: p.Path, Message: p.Message})
+	b, _ := json.Marshal(v)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// SettingsCheck returns the check of each connector's platform block with
+// its connector's own rules, for config.Validate and `parley config check`.
+func SettingsCheck(platforms registry.List) config.SettingsCheck {
+	return func(c config.Connector) []config.Problem {
+		p, ok := platforms.Lookup(c.Platform)
+		if !ok {
+			return []config.Problem{{Path: "", Message: fmt.Sprintf("platform %q is not built into this binary (it has: %s)", c.Platform, strings.Join(platforms.Names(), ", "))}}
+		}
+		var out []config.Problem
+		for _, q := range p.Validate(c) {
+			out = append(out, config.Problem{Path: q.Path, Message: q.Message})
+		}
+		return out
 	}
-	return out
+}
+
+// LoadOptions are the config.Load options of a gateway that runs platforms.
+func LoadOptions(platforms registry.List) []config.Option {
+	return []config.Option{config.WithPlatforms(platforms.Names()), config.WithSettingsCheck(SettingsCheck(platforms))}
 }
 
 // BusOptions maps the nats block of the config to bus options.
@@ -293,20 +326,25 @@ func (a *App) Run(ctx context.Context) error {
 }
 
 func (a *App) outboxTarget(id string) (outbox.Target, bool) {
-	c, d, ok := a.gw.Connector(id)
+	s, ok := a.gw.Connector(id)
 	if !ok {
 		return outbox.Target{}, false
 	}
-	return outbox.Target{Sender: c, Platform: d.Platform, Limits: d.Limits}, true
+	return outbox.Target{Sender: s.Connector, Platform: s.Platform, Standby: s.Standby}, true
 }
 
-func (a *App) mediaFetcher(id string) (connectors.MediaFetcher, bool) {
-	c, _, ok := a.gw.Connector(id)
-	if !ok {
-		return nil, false
+func (a *App) mediaFetcher(id string) (connectors.MediaFetcher, bool) { return a.gw.MediaFetcher(id) }
+
+// Reload applies a new configuration to the running connectors: those whose
+// settings changed are rebuilt and restarted, those stopped for an
+// operator are resumed. Everything else (regions, NATS, HTTP, adding or
+// removing connectors) needs a restart; Reload says so in its error.
+func (a *App) Reload(cfg *config.Config) error {
+	specs, err := Specs(a.opts.Platforms, cfg, slices.Sorted(maps.Keys(a.regions)))
+	if err != nil {
+		return err
 	}
-	f, ok := c.(connectors.MediaFetcher)
-	return f, ok
+	return a.gw.Reload(specs)
 }
 
 func (a *App) ready() (bool, any) {

@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"github.com/parley-gateway/parley/config"
+	"github.com/parley-gateway/parley/connectors/connectortest/fakechat"
+	"github.com/parley-gateway/parley/connectors/connectortest/fakechat/fakechatsim"
+	"github.com/parley-gateway/parley/connectors/registry"
 )
 
 func parseConfig(t *testing.T, yaml string) *config.Config {
@@ -32,12 +35,16 @@ nats: {embedded: {sync: interval, listen: "` + natsListen + `"}}
 http: {listen: "127.0.0.1:0"}
 api: {tokens: ["t"]}
 connectors:
-  - id: tg-one
-    platform: telegram
+  - id: fc-one
+    platform: fakechat
     region: eu
-    telegram: {token: "` + token + `", mode: webhook, webhook_secret: s}
+    fakechat: {app_secret: "` + token + `", verify_token: v, accounts: [{id: "1001", access_token: t}], api_url: "http://127.0.0.1:9"}
 `
 }
+
+// platforms is the registry the app tests run: the fake connector alone,
+// as a test adds a platform with one line.
+var platforms = registry.List{{Descriptor: fakechat.Descriptor, Demo: fakechatsim.NewDemo}}
 
 // A connector that cannot be built must leave nothing running: the
 // embedded NATS server New had started is shut down, so its listener's port
@@ -54,10 +61,10 @@ func TestNewLeavesNothingRunningWhenAConnectorCannotBeBuilt(t *testing.T) {
 	ln.Close()
 
 	// Bypass config validation, as a config built in code could.
-	bad := parseConfig(t, configYAMLListen(dir, "1:a", natsAddr))
-	bad.Connectors[0].Settings.Content[1].Value = "not-a-token"
-	if _, err := New(ctx, bad, Options{}); err == nil || !strings.Contains(err.Error(), "token") {
-		t.Fatalf("New with a bad token = %v, want an error naming the token", err)
+	bad := parseConfig(t, configYAMLListen(dir, "s3cret", natsAddr))
+	bad.Connectors[0].Settings.Content[1].Value = ""
+	if _, err := New(ctx, bad, Options{Platforms: platforms}); err == nil || !strings.Contains(err.Error(), "app_secret") {
+		t.Fatalf("New with no app secret = %v, want an error naming app_secret", err)
 	}
 	ln, err = net.Listen("tcp", natsAddr)
 	if err != nil {
@@ -65,8 +72,8 @@ func TestNewLeavesNothingRunningWhenAConnectorCannotBeBuilt(t *testing.T) {
 	}
 	ln.Close()
 
-	good := parseConfig(t, configYAMLListen(dir, "1:a", natsAddr))
-	a, err := New(ctx, good, Options{})
+	good := parseConfig(t, configYAMLListen(dir, "s3cret", natsAddr))
+	a, err := New(ctx, good, Options{Platforms: platforms})
 	if err != nil {
 		t.Fatalf("New after a failed New on the same data dir: %v", err)
 	}
@@ -100,8 +107,8 @@ func TestNewLeavesNothingRunningWhenAConnectorCannotBeBuilt(t *testing.T) {
 }
 
 func TestNewRefusesARegionNoConnectorNames(t *testing.T) {
-	cfg := parseConfig(t, configYAML(filepath.Join(t.TempDir(), "data"), "1:a"))
-	_, err := New(t.Context(), cfg, Options{Regions: []string{"mars"}})
+	cfg := parseConfig(t, configYAML(filepath.Join(t.TempDir(), "data"), "s3cret"))
+	_, err := New(t.Context(), cfg, Options{Regions: []string{"mars"}, Platforms: platforms})
 	if err == nil || !strings.Contains(err.Error(), "mars") {
 		t.Fatalf("New = %v, want an error naming the region", err)
 	}

@@ -522,12 +522,13 @@ func parleyServer(b testing.TB, bb *bus.Bus, r *bus.Region) http.Handler {
 	dir := directory.New(r.Directory, benchRegion)
 	pub := ingest.New(ingest.Options{
 		Bus: bb, Region: benchRegion, Platform: telegram.Descriptor.Platform, Connector: benchConnector,
-		Directory: dir, ReplyWindow: telegram.Descriptor.Limits.ReplyWindow, Metrics: m, Logger: log,
+		Directory: dir, Metrics: m, Logger: log,
 	})
 	deps := connectors.Deps{
 		ID: benchConnector, Platform: telegram.Descriptor.Platform, Region: benchRegion,
 		Logger:        log,
 		Publisher:     pub,
+		Rejects:       ingest.NewRejects(bb, benchRegion, telegram.Descriptor.Platform, benchConnector, m),
 		Cursors:       ingest.NewCursors(r.Cursors, benchConnector),
 		Conversations: ingest.NewConversations(dir),
 		HTTPClient:    &http.Client{Timeout: benchWait},

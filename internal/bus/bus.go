@@ -144,6 +144,7 @@ func startEmbedded(ctx context.Context, opts Options) (*server.Server, error) {
 		SyncAlways: opts.SyncAlways,
 		NoSigs:     true,
 		DontListen: opts.EmbeddedListen == "",
+		MaxPayload: opts.EmbeddedMaxPayload,
 	}
 	if opts.EmbeddedListen != "" {
 		host, port, err := splitListen(opts.EmbeddedListen)

@@ -12,6 +12,7 @@ const (
 	DefaultDedupeWindow   = 2 * time.Hour
 	DefaultEventMaxAge    = 7 * 24 * time.Hour
 	DefaultDLQMaxAge      = 30 * 24 * time.Hour
+	DefaultLedgerTTL      = 30 * 24 * time.Hour
 	DefaultLeaseTTL       = 15 * time.Second
 	DefaultReconnectWait  = 500 * time.Millisecond
 	DefaultPublishTimeout = 2 * time.Second
@@ -62,6 +63,10 @@ type Options struct {
 	// DLQMaxAge is how long dead letters stay in PARLEY_DLQ_<R> (default 30
 	// days).
 	DLQMaxAge time.Duration
+	// LedgerTTL is how long the reply ledger remembers a sent message
+	// (default 30 days): receipts, echoes and late failures of older sends
+	// are no longer resolved.
+	LedgerTTL time.Duration
 
 	// EmbeddedListen is the embedded server's TCP address. Empty means no
 	// listener (in-process clients only); "127.0.0.1:4222" lets other
@@ -70,6 +75,9 @@ type Options struct {
 	// SyncAlways makes the embedded server fsync every write, so that a
 	// PubAck means "on disk".
 	SyncAlways bool
+	// EmbeddedMaxPayload is the embedded server's largest message in bytes
+	// (0: the server's default, 1 MB). Tests lower it to meet refusals.
+	EmbeddedMaxPayload int32
 
 	// Name is the client connection name shown by the server.
 	Name string
@@ -104,6 +112,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.DLQMaxAge <= 0 {
 		o.DLQMaxAge = DefaultDLQMaxAge
+	}
+	if o.LedgerTTL <= 0 {
+		o.LedgerTTL = DefaultLedgerTTL
 	}
 	if o.LeaseTTL <= 0 {
 		o.LeaseTTL = DefaultLeaseTTL

@@ -38,6 +38,7 @@ type Region struct {
 	Leases    jetstream.KeyValue // parley_leases_<r>: single-owner leases (bucket TTL)
 	Cursors   jetstream.KeyValue // parley_cursors_<r>: poll offsets and the like
 	Outbox    jetstream.KeyValue // parley_outbox_<r>: sent-markers of the outbox (7-day TTL)
+	Ledger    jetstream.KeyValue // parley_ledger_<r>: every platform message id sent (LedgerTTL)
 
 	Media jetstream.ObjectStore // parley_media_<r>: stored attachments (30-day TTL)
 }
@@ -143,6 +144,12 @@ func (b *Bus) Provision(ctx context.Context, region string) (*Region, error) {
 			Description: "Parley outbox sent-markers of region " + region,
 			History:     1,
 			TTL:         OutboxMarkerTTL,
+		}},
+		{&r.Ledger, jetstream.KeyValueConfig{
+			Bucket:      BucketName(BucketLedger, region),
+			Description: "Parley reply ledger (platform message ids sent) of region " + region,
+			History:     1,
+			TTL:         o.LedgerTTL,
 		}},
 	}
 	for _, kv := range buckets {

@@ -19,6 +19,9 @@ const (
 // CommandKind is the last token of every reply-command subject.
 const CommandKind = "send"
 
+// InboundKind is the last token of inbound dead-letter subjects.
+const InboundKind = "inbound"
+
 // NoConversation is the conversation token of connector-level subjects.
 const NoConversation = "_"
 
@@ -36,6 +39,7 @@ const (
 	BucketLeases    = "leases"
 	BucketCursors   = "cursors"
 	BucketOutbox    = "outbox"
+	BucketLedger    = "ledger"
 	BucketMedia     = "media"
 )
 
@@ -140,6 +144,12 @@ func (s Subjects) DLQ(region, platform, connector, conv string) string {
 	return s.join(ClassDLQ, Token(region), Token(platform), Token(connector), convToken(conv))
 }
 
+// InboundDLQ is <p>.dlq.<region>.<platform>.<connector>._.inbound: platform
+// updates that were acknowledged but could not be stored as events.
+func (s Subjects) InboundDLQ(region, platform, connector string) string {
+	return s.join(ClassDLQ, Token(region), Token(platform), Token(connector), NoConversation, InboundKind)
+}
+
 // MediaJob is <p>.media.<region>.<platform>.<connector>.<conv>.
 func (s Subjects) MediaJob(region, platform, connector, conv string) string {
 	return s.join(ClassMediaJob, Token(region), Token(platform), Token(connector), convToken(conv))
@@ -178,7 +188,7 @@ type SubjectInfo struct {
 	Platform     string
 	Connector    string
 	Conversation string // "" for connector-level subjects ("_")
-	Kind         string // the event kind; "send" for commands; "" for dlq and media
+	Kind         string // the event kind; "send" for commands; "inbound" for inbound dead letters; "" for other dlq and media
 }
 
 // ParseSubject splits an evt, cmd, dlq or media subject into its tokens. It
@@ -212,6 +222,9 @@ func ParseSubject(subject string) (SubjectInfo, error) {
 		}
 		info.Class, info.Prefix, rest = ClassCommand, strings.Join(tokens[:n-6], "."), tokens[n-5:]
 		info.Kind = CommandKind
+	case n >= 7 && tokens[n-6] == ClassDLQ && tokens[n-2] == NoConversation && tokens[n-1] == InboundKind:
+		info.Class, info.Prefix, rest = ClassDLQ, strings.Join(tokens[:n-6], "."), tokens[n-5:n-1]
+		info.Kind = InboundKind
 	case n >= 6 && tokens[n-5] == ClassDLQ:
 		info.Class, info.Prefix, rest = ClassDLQ, strings.Join(tokens[:n-5], "."), tokens[n-4:]
 	case n >= 6 && tokens[n-5] == ClassMediaJob:

@@ -74,6 +74,7 @@ func TestSubjects(t *testing.T) {
 		{"connector-level event uses _", s.Event("eu", "telegram", "tg-eu", "", "connector"), "parley.evt.eu.telegram.tg-eu._.connector"},
 		{"command", s.Command("eu", "slack", "sl-1", "c_x"), "parley.cmd.eu.slack.sl-1.c_x.send"},
 		{"dlq", s.DLQ("latam", "messenger", "fb-latam", "c_y"), "parley.dlq.latam.messenger.fb-latam.c_y"},
+		{"inbound dlq", s.InboundDLQ("eu", "telegram", "tg-eu"), "parley.dlq.eu.telegram.tg-eu._.inbound"},
 		{"media job", s.MediaJob("eu", "whatsapp", "wa-1", "c_z"), "parley.media.eu.whatsapp.wa-1.c_z"},
 		{"events filter", s.Events("eu"), "parley.evt.eu.>"},
 		{"commands filter", s.Commands("eu"), "parley.cmd.eu.>"},
@@ -118,6 +119,16 @@ func TestParseSubject(t *testing.T) {
 			name:    "dlq",
 			subject: "parley.dlq.latam.messenger.fb-latam.c_y",
 			want:    bus.SubjectInfo{Prefix: "parley", Class: bus.ClassDLQ, Region: "latam", Platform: "messenger", Connector: "fb-latam", Conversation: "c_y"},
+		},
+		{
+			name:    "inbound dlq",
+			subject: "parley.dlq.eu.telegram.tg-eu._.inbound",
+			want:    bus.SubjectInfo{Prefix: "parley", Class: bus.ClassDLQ, Region: "eu", Platform: "telegram", Connector: "tg-eu", Kind: bus.InboundKind},
+		},
+		{
+			name:    "inbound dlq with a multi-token prefix",
+			subject: "acme.parley.dlq.eu.telegram.tg-eu._.inbound",
+			want:    bus.SubjectInfo{Prefix: "acme.parley", Class: bus.ClassDLQ, Region: "eu", Platform: "telegram", Connector: "tg-eu", Kind: bus.InboundKind},
 		},
 		{
 			name:    "media job",

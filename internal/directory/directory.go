@@ -57,7 +57,7 @@ type Entry struct {
 func (e *Entry) Address() connectors.Address {
 	return connectors.Address{
 		ConversationID: e.ConversationID, Kind: e.Kind, PlatformID: e.PlatformID,
-		ThreadID: e.ThreadID, Account: e.Account,
+		ThreadID: e.ThreadID, Account: e.Account, LastInboundAt: e.LastInboundAt,
 	}
 }
 
@@ -121,24 +121,32 @@ func (s *Store) Get(ctx context.Context, id normalize.ConversationID) (*Entry, u
 }
 
 // RecordInbound updates the entry of the event's conversation: address,
-// title, last inbound time and reply window. window is the platform's reply
-// window (0: none). Events without a conversation, and events that are not
-// from the customer (echoes, statuses), leave the last inbound time alone.
-// It reads the entry first; PrepareInbound is the way without that read.
-func (s *Store) RecordInbound(ctx context.Context, ev *normalize.Event, account string, window time.Duration) error {
-	if ev.Data.Conversation == nil || ev.Subject == "" {
+// title, last inbound time and reply window. Events without a conversation,
+// and events that are not from the customer (echoes, statuses), leave the
+// last inbound time alone. It reads the entry first; PrepareInbound is the
+// way without that read.
+func (s *Store) RecordInbound(ctx context.Context, in Inbound) error {
+	ev := in.Event
+	if ev == nil || ev.Data.Conversation == nil || ev.Subject == "" {
 		return nil
 	}
 	return s.update(ctx, ev.Subject, func(e *Entry, exists bool) bool {
-		return applyInbound(e, exists, ev, account, window)
+		return applyInbound(e, exists, in)
 	})
 }
 
-// applyInbound records ev in e (a zero Entry when !exists) and reports
-// whether e changed. It only moves LastInboundAt forward.
-func applyInbound(e *Entry, exists bool, ev *normalize.Event, account string, window time.Duration) bool {
+// FromCustomer reports whether an event is the customer's own doing, which
+// opens (or keeps open) a reply window: a message or a reaction, not an
+// echo, a receipt or a status.
+func FromCustomer(ev *normalize.Event) bool {
+	return ev.Type.Kind() == "message" && ev.Type != normalize.TypeMessageEcho || ev.Type.Kind() == "reaction"
+}
+
+// applyInbound records in's event in e (a zero Entry when !exists) and
+// reports whether e changed. It only moves LastInboundAt forward.
+func applyInbound(e *Entry, exists bool, in Inbound) bool {
+	ev, account := in.Event, in.Account
 	d := ev.Data
-	fromCustomer := ev.Type.Kind() == "message" && ev.Type != normalize.TypeMessageEcho || ev.Type.Kind() == "reaction"
 	changed := !exists
 	if !exists {
 		*e = Entry{ConversationID: ev.Subject, Reachable: true}
@@ -158,10 +166,10 @@ func applyInbound(e *Entry, exists bool, ev *normalize.Event, account string, wi
 	if d.Conversation.Kind != "" && e.Kind != d.Conversation.Kind {
 		e.Kind, changed = d.Conversation.Kind, true
 	}
-	if fromCustomer && ev.Time.After(e.LastInboundAt) {
+	if FromCustomer(ev) && ev.Time.After(e.LastInboundAt) {
 		e.LastInboundAt, changed = ev.Time.UTC(), true
-		if window > 0 {
-			t := e.LastInboundAt.Add(window)
+		if in.Window != nil {
+			t := in.Window.Expires(e.LastInboundAt).UTC()
 			e.WindowExpiresAt = &t
 		}
 		if !e.Reachable {
@@ -239,20 +247,21 @@ func isRevisionMismatch(err error) bool {
 	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)
 }
 
-// Inbound is one event for PrepareInbound, with the platform account to
-// record for its conversation.
+// Inbound is one event to record, with the platform account to record for
+// its conversation and the conversation's reply window (nil: none), as the
+// connector's policy answers it.
 type Inbound struct {
 	Event   *normalize.Event
 	Account string
+	Window  connectors.ReplyWindow
 }
 
 // InboundWrite is the directory's share of a batch of inbound events: the
 // KV writes to publish in the same bus.Publish call as the events, and what
 // to do once that call returns. It is not safe for concurrent use.
 type InboundWrite struct {
-	s      *Store
-	window time.Duration
-	convs  []*convWrite // in order of first appearance
+	s     *Store
+	convs []*convWrite // in order of first appearance
 	// slow are conversations without a prepared write although their
 	// events may change them (an id that is not a valid key, an entry not
 	// cached and not loaded): their events go through RecordInbound.
@@ -275,13 +284,13 @@ type convWrite struct {
 // each conversation gets at most one write; a conversation whose entry the
 // events do not change gets none (an older or repeated event, a
 // same-second message, a status). Conversations not in the cache get a
-// write only after Load. window is the platform's reply window (0: none).
+// write only after Load.
 //
 // The writes are Conditional messages expecting the revision they were
 // computed from, so a concurrent writer on another instance makes them
 // fail instead of being overwritten; hand the results to Settle.
-func (s *Store) PrepareInbound(recs []Inbound, window time.Duration) *InboundWrite {
-	w := &InboundWrite{s: s, window: window}
+func (s *Store) PrepareInbound(recs []Inbound) *InboundWrite {
+	w := &InboundWrite{s: s}
 	byID := make(map[normalize.ConversationID]*convWrite, len(recs))
 	for _, r := range recs {
 		ev := r.Event
@@ -347,7 +356,7 @@ func (w *InboundWrite) Messages() []bus.Message {
 		}
 		changed := false
 		for _, r := range c.recs {
-			if applyInbound(&c.entry, c.rev != 0 || changed, r.Event, r.Account, w.window) {
+			if applyInbound(&c.entry, c.rev != 0 || changed, r) {
 				changed = true
 			}
 		}
@@ -383,6 +392,18 @@ func (s *Store) casMessage(id normalize.ConversationID, rev uint64, data []byte)
 		},
 		Conditional: true,
 	}
+}
+
+// WindowExpiresAt returns the reply window of a conversation of the batch
+// as its entry records it once the batch's events are applied, and whether
+// the entry is known (cached or loaded); call it after Messages.
+func (w *InboundWrite) WindowExpiresAt(id normalize.ConversationID) (*time.Time, bool) {
+	for _, c := range w.convs {
+		if c.id == id {
+			return c.entry.WindowExpiresAt, c.known
+		}
+	}
+	return nil, false
 }
 
 // Settle takes the results of publishing Messages, in the same order

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/parley-gateway/parley/connectors/kit"
 	"github.com/parley-gateway/parley/internal/bus"
 	"github.com/parley-gateway/parley/internal/bustest"
 	"github.com/parley-gateway/parley/internal/directory"
@@ -22,6 +23,9 @@ const (
 	account   = "bot-1"
 	window    = 24 * time.Hour
 )
+
+// replyWindow is the policy every test event carries.
+var replyWindow = kit.Window{Standard: window}
 
 var t0 = time.Date(2026, 11, 20, 9, 30, 0, 0, time.UTC)
 
@@ -92,9 +96,9 @@ func (f *fixture) record(t *testing.T, evs ...*normalize.Event) ([]bus.PubResult
 	t.Helper()
 	recs := make([]directory.Inbound, len(evs))
 	for i, ev := range evs {
-		recs[i] = directory.Inbound{Event: ev, Account: account}
+		recs[i] = directory.Inbound{Event: ev, Account: account, Window: replyWindow}
 	}
-	w := f.dir.PrepareInbound(recs, window)
+	w := f.dir.PrepareInbound(recs)
 	w.Load(ctx(t))
 	msgs := w.Messages()
 	if len(msgs) == 0 {
@@ -167,7 +171,7 @@ func TestPrepareInboundWritesNothingWhenNothingChanges(t *testing.T) {
 		"an older message":              event("42", 3),
 		"a message of the same instant": event("42", 10),
 	} {
-		w := f.dir.PrepareInbound([]directory.Inbound{{Event: ev, Account: account}}, window)
+		w := f.dir.PrepareInbound([]directory.Inbound{{Event: ev, Account: account, Window: replyWindow}})
 		if n := w.Missing(); n != 0 {
 			t.Errorf("%s: %d conversations missing from the cache", name, n)
 		}
@@ -211,7 +215,7 @@ func TestPreparedWriteFromAStaleCacheIsRefusedAndRecordInboundKeepsBothWriters(t
 			other := directory.New(f.reg.Directory, region)
 			theirs := event("42", 20)
 			theirs.Data.Conversation.Title = "Maria (VIP)"
-			if err := other.RecordInbound(ctx(t), theirs, account, window); err != nil {
+			if err := other.RecordInbound(ctx(t), directory.Inbound{Event: theirs, Account: account, Window: replyWindow}); err != nil {
 				t.Fatal(err)
 			}
 
@@ -219,7 +223,7 @@ func TestPreparedWriteFromAStaleCacheIsRefusedAndRecordInboundKeepsBothWriters(t
 			// message that carries a thread.
 			ours := event("42", 10)
 			ours.Data.Conversation.ThreadID = "t-9"
-			w := f.dir.PrepareInbound([]directory.Inbound{{Event: ours, Account: account}}, window)
+			w := f.dir.PrepareInbound([]directory.Inbound{{Event: ours, Account: account, Window: replyWindow}})
 			msgs := w.Messages()
 			if len(msgs) != 1 {
 				t.Fatalf("%d prepared writes, want 1", len(msgs))
@@ -244,7 +248,7 @@ func TestPreparedWriteFromAStaleCacheIsRefusedAndRecordInboundKeepsBothWriters(t
 			if len(retry) != 1 || retry[0] != ours.Subject {
 				t.Fatalf("Settle left %v, want %s", retry, ours.Subject)
 			}
-			if err := f.dir.RecordInbound(ctx(t), ours, account, window); err != nil {
+			if err := f.dir.RecordInbound(ctx(t), directory.Inbound{Event: ours, Account: account, Window: replyWindow}); err != nil {
 				t.Fatal(err)
 			}
 
@@ -296,7 +300,7 @@ func TestUncachedConversationsWithoutALoadAreLeftToRecordInbound(t *testing.T) {
 		"not loaded":      func(*directory.InboundWrite) {},
 		"failing to load": func(w *directory.InboundWrite) { w.Load(done) },
 	} {
-		w := f.dir.PrepareInbound([]directory.Inbound{{Event: ev, Account: account}}, window)
+		w := f.dir.PrepareInbound([]directory.Inbound{{Event: ev, Account: account, Window: replyWindow}})
 		if n := w.Missing(); n != 1 {
 			t.Errorf("%s: %d conversations missing, want 1", name, n)
 		}

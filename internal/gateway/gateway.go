@@ -17,6 +17,12 @@
 //   - State events are published by the instance that runs the connector:
 //     a standby instance does not speak for a connector another instance
 //     runs, so its standby state is local (readiness, metrics) only.
+//   - A Run that ends with connectors.NeedsOperator is not restarted: the
+//     connector stays in its state with its action until Reload (the
+//     operator re-paired, or set a new token and reloaded), instead of
+//     failing again every minute for ever.
+//   - Reload swaps in a connector rebuilt from changed settings between two
+//     Runs: its Run is stopped, the new one started, nothing else moves.
 package gateway
 
 import (
@@ -26,6 +32,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -34,6 +41,7 @@ import (
 	"github.com/parley-gateway/parley/internal/bus"
 	"github.com/parley-gateway/parley/internal/directory"
 	"github.com/parley-gateway/parley/internal/ingest"
+	"github.com/parley-gateway/parley/internal/ledger"
 	"github.com/parley-gateway/parley/internal/media"
 	"github.com/parley-gateway/parley/internal/metrics"
 	"github.com/parley-gateway/parley/normalize"
@@ -65,6 +73,9 @@ type Spec struct {
 	Region     string
 	Descriptor connectors.Descriptor
 	Settings   connectors.Settings
+	// Version tells settings apart for Reload: a spec whose Version
+	// changed is rebuilt. Any string that changes with the settings.
+	Version string
 	// Account is the platform account recorded in the directory for the
 	// conversations of this connector; empty when the connector has no
 	// single account to name (the directory keeps what it had).
@@ -79,7 +90,13 @@ type Options struct {
 	Regions map[string]*bus.Region
 	// Directory is each region's conversation directory; a missing entry
 	// is built over the region's directory bucket.
-	Directory  map[string]*directory.Store
+	Directory map[string]*directory.Store
+	// Ledger is each region's reply ledger; a missing entry is built over
+	// the region's ledger bucket.
+	Ledger map[string]*ledger.Ledger
+	// DataDir is the configured data_dir; each connector's Deps.DataDir is
+	// DataDir/connectors/<id>.
+	DataDir    string
 	Specs      []Spec
 	PublicURL  string
 	HTTPClient *http.Client     // nil: a client without overall timeout (connectors use contexts)
@@ -192,8 +209,8 @@ func New(o Options) (*Gateway, error) {
 	return g, nil
 }
 
-// build constructs one connector.
-func (g *Gateway) build(s Spec) (u *unit, err error) {
+// build constructs one connector's unit.
+func (g *Gateway) build(s Spec) (*unit, error) {
 	switch {
 	case s.ID == "":
 		return nil, errors.New("id required")
@@ -211,34 +228,61 @@ func (g *Gateway) build(s Spec) (u *unit, err error) {
 	if region == nil {
 		return nil, fmt.Errorf("region %q is not served by this instance", s.Region)
 	}
+	log := g.o.Logger.With("connector", s.ID, "platform", s.Platform, "region", s.Region)
+	u := &unit{
+		g:      g,
+		region: region,
+		log:    log,
+		wake:   make(chan struct{}, 1),
+		resume: make(chan struct{}, 1),
+	}
+	u.overlay = &connectors.Health{State: normalize.StateStarting, Reason: "not started yet", Since: g.o.Now()}
+	b, err := g.construct(u, s)
+	if err != nil {
+		return nil, err
+	}
+	u.built = b
+	if err := g.o.Metrics.RegisterInbound(s.ID, u.inboundStats); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+// construct builds the connector of s with its real dependencies.
+func (g *Gateway) construct(u *unit, s Spec) (b *built, err error) {
+	region := g.o.Regions[s.Region]
 	dir := g.o.Directory[s.Region]
 	if dir == nil {
 		dir = directory.New(region.Directory, s.Region)
 	}
-
-	log := g.o.Logger.With("connector", s.ID, "platform", s.Platform, "region", s.Region)
-	u = &unit{
-		g:      g,
-		spec:   s,
-		region: region,
-		log:    log,
-		wake:   make(chan struct{}, 1),
+	led := g.o.Ledger[s.Region]
+	if led == nil {
+		led = ledger.New(g.o.Bus, region.Ledger, s.Region, dir)
 	}
-	u.overlay = &connectors.Health{State: normalize.StateStarting, Reason: "not started yet", Since: g.o.Now()}
-	u.pub = ingest.New(ingest.Options{
+	b = &built{spec: s}
+	pub := ingest.New(ingest.Options{
 		Bus: g.o.Bus, Region: s.Region, Platform: s.Platform, Connector: s.ID, Account: s.Account,
-		Directory: dir, ReplyWindow: s.Descriptor.Limits.ReplyWindow, Metrics: g.o.Metrics, Logger: log,
-		Now: g.o.Now,
+		Directory: dir, Metrics: g.o.Metrics, Logger: u.log, Now: g.o.Now,
+		// The built connector answers: the same Policy the outbox asks.
+		Policy: func(to connectors.Address) connectors.Policy { return b.conn.Policy(to) },
 	})
+	b.pub = pub
+	dataDir := ""
+	if g.o.DataDir != "" {
+		dataDir = filepath.Join(g.o.DataDir, "connectors", s.ID)
+	}
 	deps := connectors.Deps{
 		ID: s.ID, Platform: s.Platform, Region: s.Region,
-		Logger:        log,
-		Publisher:     u.pub,
+		Logger:        u.log,
+		Publisher:     pub,
+		Rejects:       ingest.NewRejects(g.o.Bus, s.Region, s.Platform, s.ID, g.o.Metrics),
 		Cursors:       ingest.NewCursors(region.Cursors, s.ID),
 		Conversations: ingest.NewConversations(dir),
+		Ledger:        led.For(s.ID, s.Platform),
 		Media:         media.NewStore(region), // the connector's own region only: media stays where it was received
 		HTTPClient:    g.o.HTTPClient,
 		PublicURL:     g.o.PublicURL,
+		DataDir:       dataDir,
 		Now:           g.o.Now,
 		OnHealth:      u.onHealth,
 	}
@@ -247,7 +291,7 @@ func (g *Gateway) build(s Spec) (u *unit, err error) {
 		// A constructor must not panic on bad settings, but if one does the
 		// operator gets a config error instead of a crash.
 		if r := recover(); r != nil {
-			u, err = nil, fmt.Errorf("constructor panicked: %v", r)
+			b, err = nil, fmt.Errorf("constructor panicked: %v", r)
 		}
 	}()
 	conn, err := s.Descriptor.New(deps, s.Settings)
@@ -257,19 +301,17 @@ func (g *Gateway) build(s Spec) (u *unit, err error) {
 	if conn == nil {
 		return nil, errors.New("constructor returned no connector")
 	}
-	u.conn = conn
+	b.conn = conn
 	if ex, ok := conn.(connectors.Exclusive); ok && ex.Exclusive() {
-		u.exclusive = true
+		b.exclusive = true
+	}
+	if sa, ok := conn.(connectors.SendAffinity); ok && sa.SendsNeedSession() {
+		b.affinity = true
 	}
 	if wc, ok := conn.(connectors.WebhookConnector); ok {
-		u.webhook = wc.Webhook()
+		b.webhook = wc.Webhook()
 	}
-	if ic, ok := conn.(connectors.InboundCounter); ok {
-		if err := g.o.Metrics.RegisterInbound(s.ID, ic.InboundStats); err != nil {
-			return nil, err
-		}
-	}
-	return u, nil
+	return b, nil
 }
 
 // Run runs every connector until ctx ends and returns when all of them
@@ -302,30 +344,81 @@ func (g *Gateway) Run(ctx context.Context) error {
 // 404).
 func (g *Gateway) Webhook(id string) (http.Handler, bool) {
 	u := g.byID[id]
-	if u == nil || u.webhook == nil {
+	if u == nil {
 		return nil, false
 	}
-	return u.webhook, true
+	b := u.current()
+	return b.webhook, b.webhook != nil
 }
 
-// Connector returns a connector and its descriptor, for the outbox.
-func (g *Gateway) Connector(id string) (connectors.Connector, connectors.Descriptor, bool) {
+// Sending is a connector as the outbox sends through it.
+type Sending struct {
+	Connector connectors.Connector
+	Platform  string
+	// Standby is true when the connector's sends need its live session and
+	// this instance does not hold it.
+	Standby bool
+}
+
+// Connector returns a connector for the outbox.
+func (g *Gateway) Connector(id string) (Sending, bool) {
 	u := g.byID[id]
 	if u == nil {
-		return nil, connectors.Descriptor{}, false
+		return Sending{}, false
 	}
-	return u.conn, u.spec.Descriptor, true
+	b := u.current()
+	return Sending{Connector: b.conn, Platform: b.spec.Platform, Standby: b.affinity && b.exclusive && !u.holdsLease()}, true
 }
 
 // MediaFetcher returns a connector's media fetcher, for the media worker's
-// Lookup.
+// Lookup; false as well while its fetches need a session another instance
+// holds.
 func (g *Gateway) MediaFetcher(id string) (connectors.MediaFetcher, bool) {
-	u := g.byID[id]
-	if u == nil {
+	s, ok := g.Connector(id)
+	if !ok || s.Standby {
 		return nil, false
 	}
-	f, ok := u.conn.(connectors.MediaFetcher)
+	f, ok := s.Connector.(connectors.MediaFetcher)
 	return f, ok
+}
+
+// Reload rebuilds the connectors whose spec Version changed and restarts
+// their Run, and resumes every connector that stopped for an operator (who
+// may have re-paired it without changing its settings). Connectors cannot
+// be added or removed by a reload; specs naming an unknown id are listed in
+// the error, and a spec that fails to build leaves its connector as it was.
+func (g *Gateway) Reload(specs []Spec) error {
+	var errs []error
+	for _, s := range specs {
+		u := g.byID[s.ID]
+		if u == nil {
+			errs = append(errs, fmt.Errorf("connector %s: added connectors need a restart", s.ID))
+			continue
+		}
+		cur := u.current()
+		if s.Version != cur.spec.Version {
+			if s.Platform == "" {
+				s.Platform = s.Descriptor.Platform
+			}
+			if s.Region != cur.spec.Region || s.Platform != cur.spec.Platform {
+				errs = append(errs, fmt.Errorf("connector %s: a new region or platform needs a restart", s.ID))
+				continue
+			}
+			b, err := g.construct(u, s)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("connector %s: %w", s.ID, err))
+				continue
+			}
+			u.log.Info("connector settings reloaded")
+			u.replace(b)
+			continue
+		}
+		u.wakeFromOperator()
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("reloading connectors: %w", errors.Join(errs...))
+	}
+	return nil
 }
 
 // States returns every connector's status, in the order of the specs.

@@ -5,11 +5,13 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/parley-gateway/parley/connectors/kit"
 	"github.com/parley-gateway/parley/internal/bus"
 	"github.com/parley-gateway/parley/internal/bustest"
 	"github.com/parley-gateway/parley/internal/gateway"
@@ -78,6 +80,8 @@ func options(b *bus.Bus, r *bus.Region, instance string, specs ...gateway.Spec) 
 		RestartMin:  20 * time.Millisecond,
 		RestartMax:  200 * time.Millisecond,
 		StableAfter: 100 * time.Millisecond,
+		// Connectors get a directory under it; New creates nothing there.
+		DataDir: os.TempDir(),
 	}
 }
 
@@ -209,12 +213,12 @@ func TestLookups(t *testing.T) {
 					t.Errorf("handler answered %d", rec.Code)
 				}
 			}
-			c, d, ok := g.Connector(tt.id)
-			if ok != tt.wantConn || (c != nil) != tt.wantConn {
+			c, ok := g.Connector(tt.id)
+			if ok != tt.wantConn || (c.Connector != nil) != tt.wantConn {
 				t.Fatalf("Connector(%q) = %v, %v", tt.id, c, ok)
 			}
-			if ok && d.Platform != "testchat" {
-				t.Errorf("descriptor platform %q", d.Platform)
+			if ok && (c.Platform != "testchat" || c.Standby) {
+				t.Errorf("Connector(%q) = platform %q, standby %v", tt.id, c.Platform, c.Standby)
 			}
 			if _, ok := g.MediaFetcher(tt.id); ok != tt.wantConn {
 				t.Errorf("MediaFetcher(%q) ok = %v", tt.id, ok)
@@ -246,14 +250,14 @@ func TestStateEventsFollowHealthChanges(t *testing.T) {
 		t.Error("gateway with a running connector is not ready")
 	}
 	conn := p.conn("tc@a")
-	conn.health.Set(normalize.StateDegraded, "platform API unreachable", "")
+	conn.health.Platform(&kit.Problem{Reason: "platform API unreachable"})
 	waitFor(t, 5*time.Second, "the degraded state event", func() bool {
 		return hasState(stateEvents(t, r, "tc"), normalize.StateDegraded, "platform API unreachable")
 	})
 	if s := statusOf(rg.g, "tc"); s.State != normalize.StateDegraded || s.Reason != "platform API unreachable" {
 		t.Errorf("status %+v", s)
 	}
-	conn.health.Set(normalize.StateRunning, "", "")
+	conn.health.Platform(nil)
 	waitFor(t, 5*time.Second, "the running state event after degraded", func() bool {
 		evs := stateEvents(t, r, "tc")
 		return len(evs) > 0 && evs[len(evs)-1].Data.State.State == normalize.StateRunning && hasState(evs, normalize.StateDegraded, "")
@@ -371,7 +375,7 @@ func TestExclusiveConnectorRunsOnOneInstanceAndMoves(t *testing.T) {
 	b := bustest.Start(t, func(o *bus.Options) { o.LeaseTTL = time.Second })
 	r := bustest.ProvisionRegion(t, b, region)
 	p := newProbe()
-	cfg := testConfig{Exclusive: true, Probe: p}
+	cfg := testConfig{Exclusive: true, Affinity: true, Probe: p}
 	ga := start(t, options(b, r, "a", spec("poller", "a", cfg)))
 	gb := start(t, options(b, r, "b", spec("poller", "b", cfg)))
 	byName := map[string]*running{"poller@a": ga, "poller@b": gb}
@@ -397,6 +401,16 @@ func TestExclusiveConnectorRunsOnOneInstanceAndMoves(t *testing.T) {
 	}
 	if !other.g.Ready() {
 		t.Error("a standby instance is not ready")
+	}
+	// Sends need the session: only the holder sends and fetches media.
+	if c, _ := holder.g.Connector("poller"); c.Standby {
+		t.Error("the lease holder hands its sends away")
+	}
+	if c, _ := other.g.Connector("poller"); !c.Standby {
+		t.Error("the standby instance would send without the session")
+	}
+	if _, ok := other.g.MediaFetcher("poller"); ok {
+		t.Error("the standby instance would fetch media without the session")
 	}
 
 	// A while with both up: the standby must never start it.
@@ -431,4 +445,80 @@ func TestRunReturnsOnCancelWithNoConnectors(t *testing.T) {
 		t.Error("a gateway without connectors is not ready")
 	}
 	rg.stop(t)
+}
+
+// TestAConnectorThatNeedsAnOperatorWaitsForAReload: a revoked token or a
+// logged-out device is not retried every minute for ever; the state and
+// its action stay until the operator reloads, with the same settings (a
+// re-paired device) or new ones (a new token).
+func TestAConnectorThatNeedsAnOperatorWaitsForAReload(t *testing.T) {
+	b := bustest.Start(t)
+	r := bustest.ProvisionRegion(t, b, region)
+	p := newProbe()
+	cfg := testConfig{Probe: p, FailRuns: 2, FailWith: "token revoked", FailState: normalize.StateBadCredentials, NeedsOperator: true}
+	sp := spec("tc", "a", cfg)
+	sp.Version = "v1"
+	rg := start(t, options(b, r, "a", sp))
+
+	waitFor(t, 5*time.Second, "the operator's state", func() bool {
+		s := statusOf(rg.g, "tc")
+		return s.State == normalize.StateBadCredentials && strings.Contains(s.Action, "renew the token") && strings.Contains(s.Action, "reload")
+	})
+	waitFor(t, 5*time.Second, "its state event", func() bool {
+		return hasState(stateEvents(t, r, "tc"), normalize.StateBadCredentials, "token revoked")
+	})
+	// Proving a negative: RestartMax (200ms) passes several times over
+	// and no restart comes.
+	time.Sleep(500 * time.Millisecond)
+	if n := p.runsOf("tc"); n != 1 {
+		t.Fatalf("%d runs, want 1: a connector waiting for an operator was restarted", n)
+	}
+
+	// The same settings: resumed once, fails again, waits again.
+	if err := rg.g.Reload([]gateway.Spec{sp}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the resumed run", func() bool { return p.runsOf("tc") == 2 })
+
+	// New settings: rebuilt and running.
+	fixed := spec("tc", "a", testConfig{Probe: p})
+	fixed.Version = "v2"
+	if err := rg.g.Reload([]gateway.Spec{fixed}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "running with the new settings", func() bool {
+		return p.runsOf("tc") == 3 && statusOf(rg.g, "tc").State == normalize.StateRunning
+	})
+
+	// A reload cannot add connectors.
+	if err := rg.g.Reload([]gateway.Spec{spec("new", "a", testConfig{})}); err == nil || !strings.Contains(err.Error(), "restart") {
+		t.Errorf("Reload with a new connector = %v, want an error saying a restart is needed", err)
+	}
+}
+
+// TestReloadRestartsARunningConnectorWithItsNewSettings: a changed block
+// replaces the running connector; an unchanged one is left alone.
+func TestReloadRestartsARunningConnectorWithItsNewSettings(t *testing.T) {
+	b := bustest.Start(t)
+	r := bustest.ProvisionRegion(t, b, region)
+	p := newProbe()
+	sp := spec("tc", "a", testConfig{Probe: p})
+	sp.Version = "v1"
+	rg := start(t, options(b, r, "a", sp))
+	waitFor(t, 5*time.Second, "running", func() bool { return statusOf(rg.g, "tc").State == normalize.StateRunning })
+	if err := rg.g.Reload([]gateway.Spec{sp}); err != nil {
+		t.Fatal(err)
+	}
+	changed := spec("tc", "a", testConfig{Probe: p, Webhook: true})
+	changed.Version = "v2"
+	if err := rg.g.Reload([]gateway.Spec{changed}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the second run", func() bool { return p.runsOf("tc") == 2 })
+	if _, ok := rg.g.Webhook("tc"); !ok {
+		t.Error("the rebuilt connector's webhook is not served")
+	}
+	if n := p.runsOf("tc"); n != 2 {
+		t.Errorf("%d runs, want 2: an unchanged reload restarted the connector", n)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/parley-gateway/parley/connectors"
+	"github.com/parley-gateway/parley/connectors/kit"
 	"github.com/parley-gateway/parley/normalize"
 )
 
@@ -19,15 +20,19 @@ import (
 // testConfig is the test platform's settings block.
 type testConfig struct {
 	Exclusive bool
+	Affinity  bool // sends need the session (connectors.SendAffinity)
 	Webhook   bool
 	// FailRuns makes the first FailRuns calls of Run fail with FailWith
 	// (after setting FailState, if any).
 	FailRuns  int
 	FailWith  string
 	FailState normalize.State
-	BadNew    string // New fails with this message
-	PanicRuns int    // the first PanicRuns calls of Run panic
-	Probe     *probe
+	// NeedsOperator makes a failing Run end with connectors.NeedsOperator
+	// in FailState, instead of a plain error.
+	NeedsOperator bool
+	BadNew        string // New fails with this message
+	PanicRuns     int    // the first PanicRuns calls of Run panic
+	Probe         *probe
 }
 
 // settings hands a testConfig to the connector's New, as config.Connector
@@ -102,7 +107,7 @@ type testConn struct {
 	name   string // id@instance
 	deps   connectors.Deps
 	cfg    testConfig
-	health *connectors.HealthTracker
+	health *kit.Health
 }
 
 // descriptor is the test platform's descriptor; instance tells gateways
@@ -121,7 +126,8 @@ func descriptor(instance string) connectors.Descriptor {
 			}
 			// The contract: every field of Deps is set.
 			if deps.ID == "" || deps.Platform == "" || deps.Region == "" || deps.Logger == nil ||
-				deps.Publisher == nil || deps.Cursors == nil || deps.Conversations == nil || deps.Media == nil ||
+				deps.Publisher == nil || deps.Rejects == nil || deps.Cursors == nil || deps.Conversations == nil ||
+				deps.Ledger == nil || deps.Media == nil || deps.DataDir == "" ||
 				deps.HTTPClient == nil || deps.Now == nil || deps.OnHealth == nil {
 				return nil, fmt.Errorf("incomplete deps: %+v", deps)
 			}
@@ -129,7 +135,7 @@ func descriptor(instance string) connectors.Descriptor {
 				cfg.Probe = newProbe()
 			}
 			c := &testConn{name: deps.ID + "@" + instance, deps: deps, cfg: cfg}
-			c.health = connectors.NewHealthTracker(deps.Now, deps.OnHealth)
+			c.health = kit.NewHealth(deps)
 			if cfg.Webhook {
 				return &webhookConn{c}, nil
 			}
@@ -145,12 +151,17 @@ func (c *testConn) Run(ctx context.Context) error {
 		panic("nil map write in the platform SDK")
 	}
 	if n <= c.cfg.FailRuns {
+		var err error = errors.New(c.cfg.FailWith)
 		if c.cfg.FailState != "" {
-			c.health.Set(c.cfg.FailState, c.cfg.FailWith, "renew the token")
+			opErr := c.health.Fatal(c.cfg.FailState, c.cfg.FailWith, "renew the token", err)
+			if c.cfg.NeedsOperator {
+				err = opErr
+			}
 		}
-		return errors.New(c.cfg.FailWith)
+		return err
 	}
-	c.health.Set(normalize.StateRunning, "", "")
+	c.health.Begin()
+	c.health.Started()
 	<-ctx.Done()
 	return nil
 }
@@ -159,7 +170,11 @@ func (c *testConn) Health() connectors.Health { return c.health.Get() }
 
 func (c *testConn) Exclusive() bool { return c.cfg.Exclusive }
 
-func (c *testConn) Plan(*normalize.Reply, connectors.Address) ([]connectors.Part, error) {
+func (c *testConn) SendsNeedSession() bool { return c.cfg.Affinity }
+
+func (c *testConn) Policy(connectors.Address) connectors.Policy { return connectors.Policy{} }
+
+func (c *testConn) Plan(*normalize.Reply, connectors.Address, connectors.Admission) ([]connectors.Part, error) {
 	return nil, connectors.Permanent(normalize.ErrUnsupported, "", errors.New("test connector sends nothing"))
 }
 

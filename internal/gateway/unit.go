@@ -19,16 +19,19 @@ import (
 
 // unit is one supervised connector.
 type unit struct {
-	g         *Gateway
-	spec      Spec
-	region    *bus.Region
-	conn      connectors.Connector
-	pub       *ingest.Publisher
-	webhook   http.Handler
-	exclusive bool
-	log       *slog.Logger
+	g      *Gateway
+	region *bus.Region
+	log    *slog.Logger
 
 	mu sync.Mutex
+	// built is the connector as last built; Reload replaces it between two
+	// Runs.
+	built *built
+	// runCancel stops the Run in progress, so that a replaced connector's
+	// Run ends and the new one starts.
+	runCancel context.CancelFunc
+	// resume wakes a connector waiting for an operator (Reload).
+	resume chan struct{}
 	// overlay is the supervisor's own state (not started, standby, failed,
 	// stopping); nil while the connector's Run runs and its Health is the
 	// truth.
@@ -42,6 +45,58 @@ type unit struct {
 	wake       chan struct{}
 
 	pubMu sync.Mutex // one state publish at a time, in queue order
+}
+
+// built is one construction of a unit's connector.
+type built struct {
+	spec      Spec
+	conn      connectors.Connector
+	pub       *ingest.Publisher
+	webhook   http.Handler
+	exclusive bool
+	affinity  bool // sends and media fetches need the session Run keeps
+}
+
+// current returns the connector as last built.
+func (u *unit) current() *built {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.built
+}
+
+// replace swaps in a rebuilt connector and stops the Run of the old one;
+// the run loop starts the new one at once.
+func (u *unit) replace(b *built) {
+	u.mu.Lock()
+	u.built = b
+	cancel := u.runCancel
+	u.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	u.wakeFromOperator()
+}
+
+// wakeFromOperator resumes a connector waiting for an operator.
+func (u *unit) wakeFromOperator() {
+	select {
+	case u.resume <- struct{}{}:
+	default:
+	}
+}
+
+func (u *unit) holdsLease() bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.leaseHeld
+}
+
+// inboundStats are the current connector's counts, for metrics.
+func (u *unit) inboundStats() connectors.InboundStats {
+	if ic, ok := u.current().conn.(connectors.InboundCounter); ok {
+		return ic.InboundStats()
+	}
+	return connectors.InboundStats{}
 }
 
 type queued struct {
@@ -59,22 +114,22 @@ func (u *unit) onHealth(h connectors.Health) {
 // status combines the supervisor's state with the connector's health.
 func (u *unit) status() ConnectorStatus {
 	u.mu.Lock()
-	ov, held := u.overlay, u.leaseHeld
+	ov, held, b := u.overlay, u.leaseHeld, u.built
 	u.mu.Unlock()
 	var h connectors.Health
 	if ov != nil {
 		h = *ov
 	} else {
-		h = u.conn.Health()
+		h = b.conn.Health()
 	}
 	return ConnectorStatus{
-		ID: u.spec.ID, Platform: u.spec.Platform, Region: u.spec.Region,
+		ID: b.spec.ID, Platform: b.spec.Platform, Region: b.spec.Region,
 		State: h.State, Reason: h.Reason, Action: h.Action, Since: h.Since,
-		Exclusive: u.exclusive, LeaseHeld: held,
+		Exclusive: b.exclusive, LeaseHeld: held,
 	}
 }
 
-func (u *unit) refreshGauge() { u.g.o.Metrics.ConnectorState(u.spec.ID, u.status().State) }
+func (u *unit) refreshGauge() { u.g.o.Metrics.ConnectorState(u.current().spec.ID, u.status().State) }
 
 // setOverlay records a supervisor state; publish also queues it as an event.
 // Callers log the transitions worth a line.
@@ -119,7 +174,7 @@ func (u *unit) supervise(ctx context.Context) {
 		u.publishStates(pubCtx)
 	}()
 
-	if u.exclusive {
+	if u.current().exclusive {
 		u.runExclusive(ctx)
 	} else {
 		u.runLoop(ctx)
@@ -133,7 +188,8 @@ func (u *unit) supervise(ctx context.Context) {
 
 // runExclusive runs the connector only while this instance holds its lease.
 func (u *unit) runExclusive(ctx context.Context) {
-	key := bus.LeaseKey("connector", u.spec.ID)
+	spec := u.current().spec
+	key := bus.LeaseKey("connector", spec.ID)
 	pause := u.restartBackoff()
 	u.log.Info("connector runs on one instance at a time; waiting for its lease", "lease", key, "instance", u.g.o.InstanceID)
 	for {
@@ -174,7 +230,7 @@ func (u *unit) runExclusive(ctx context.Context) {
 		d := pause.NextBackOff()
 		u.log.Error("connector lease unavailable", "lease", key, "error", err, "retry_after", d)
 		u.setOverlay(u.supervisorState(normalize.StateStopped, "lease unavailable: "+err.Error(),
-			"check the leases bucket "+bus.BucketName(bus.BucketLeases, u.spec.Region)), false)
+			"check the leases bucket "+bus.BucketName(bus.BucketLeases, spec.Region)), false)
 		if !sleep(ctx, d) {
 			u.setOverlay(u.supervisorState(normalize.StateStopped, "shutting down", ""), false)
 			return
@@ -200,15 +256,45 @@ func (u *unit) restartBackoff() *backoff.ExponentialBackOff {
 }
 
 // runLoop runs the connector, restarting it with backoff whenever Run
-// returns before ctx ends, and returns when ctx ends.
+// returns before ctx ends, and returns when ctx ends. A Run that ends
+// needing an operator is not restarted until Reload wakes it; one whose
+// connector Reload replaced restarts at once with the new one.
 func (u *unit) runLoop(ctx context.Context) {
 	bo := u.restartBackoff()
 	for {
+		b := u.current()
 		started := u.g.o.Now()
 		u.setOverlay(nil, false)
-		err := u.runOnce(ctx, started)
+		// Wake-ups that came while nothing waited are stale.
+		select {
+		case <-u.resume:
+		default:
+		}
+		rctx, cancel := context.WithCancel(ctx)
+		u.mu.Lock()
+		u.runCancel = cancel
+		u.mu.Unlock()
+		err := u.runOnce(rctx, b, started)
+		cancel()
 		if ctx.Err() != nil {
 			return
+		}
+		if u.current() != b {
+			bo.Reset()
+			continue // Reload replaced the connector
+		}
+		if oe, ok := errors.AsType[*connectors.OperatorError](err); ok {
+			u.log.Error("connector needs an operator; it stays stopped until the gateway is reloaded",
+				"state", oe.State, "reason", oe.Reason, "action", oe.Action, "error", err)
+			u.setOverlay(u.supervisorState(oe.State, oe.Reason, oe.Action+"; then reload the gateway (SIGHUP) or restart it"), true)
+			select {
+			case <-ctx.Done():
+				return
+			case <-u.resume:
+				u.log.Info("resuming a connector after an operator's reload")
+				bo.Reset()
+				continue
+			}
 		}
 		if err == nil {
 			err = errors.New("run returned before shutdown")
@@ -218,9 +304,15 @@ func (u *unit) runLoop(ctx context.Context) {
 		}
 		d := bo.NextBackOff()
 		u.log.Error("connector run failed; restarting", "error", err, "retry_after", d)
-		u.setOverlay(u.failedState(err), true)
-		if !sleep(ctx, d) {
+		u.setOverlay(u.failedState(b, err), true)
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
 			return
+		case <-u.resume:
+			t.Stop()
+		case <-t.C:
 		}
 	}
 }
@@ -230,8 +322,8 @@ func (u *unit) runLoop(ctx context.Context) {
 // credentials), else stopped; the reason always names the error. The
 // restart delay is left out so that repeated identical failures publish one
 // event, not one per attempt.
-func (u *unit) failedState(err error) *connectors.Health {
-	h := u.conn.Health()
+func (u *unit) failedState(b *built, err error) *connectors.Health {
+	h := b.conn.Health()
 	state, action := normalize.StateStopped, "restarting automatically"
 	if h.State == normalize.StateLoggedOut || h.State == normalize.StateBadCredentials {
 		state = h.State
@@ -246,7 +338,7 @@ func (u *unit) failedState(err error) *connectors.Health {
 // the run has lasted StableAfter, the connector's current health is queued:
 // a connector that was failing and now reports the same state it had before
 // would otherwise leave the failure as the last published state.
-func (u *unit) runOnce(ctx context.Context, started time.Time) error {
+func (u *unit) runOnce(ctx context.Context, b *built, started time.Time) error {
 	done := make(chan error, 1)
 	go func() {
 		defer func() {
@@ -254,7 +346,7 @@ func (u *unit) runOnce(ctx context.Context, started time.Time) error {
 				done <- fmt.Errorf("run panicked: %v", r)
 			}
 		}()
-		done <- u.conn.Run(ctx)
+		done <- b.conn.Run(ctx)
 	}()
 	stable := time.NewTimer(u.g.o.StableAfter)
 	defer stable.Stop()
@@ -265,7 +357,7 @@ func (u *unit) runOnce(ctx context.Context, started time.Time) error {
 		case err := <-done:
 			return err
 		case <-stable.C:
-			h := u.conn.Health()
+			h := b.conn.Health()
 			if h.Since.Before(started) {
 				h.Since = u.g.o.Now()
 			}
@@ -319,7 +411,7 @@ func (u *unit) flush(ctx context.Context) error {
 		u.mu.Unlock()
 
 		pctx, cancel := context.WithTimeout(ctx, statePublishTimeout)
-		err := u.pub.PublishState(pctx, head.h)
+		err := u.current().pub.PublishState(pctx, head.h)
 		cancel()
 		if err != nil {
 			return err

@@ -25,8 +25,14 @@
 //   - Events and jobs carry deterministic Nats-Msg-Ids (the event id;
 //     "media:<event id>:<index>"), so the platform's redelivery after an
 //     error stores nothing twice.
-//   - A malformed event is a connector bug, not an outage: Publish returns
-//     the encoding error without ErrNotDurable and publishes nothing.
+//   - Every event with a conversation carries window_expires_at as the
+//     directory records it once the event is applied, from the connector's
+//     own Policy: the same answer the outbox enforces.
+//   - An event the server refuses for good (over its max payload, say) and
+//     an event that cannot be encoded (a connector bug) are not an outage:
+//     Publish returns an error wrapping connectors.ErrRefused, never
+//     ErrNotDurable, so the connector dead-letters the update (Rejects)
+//     and moves on instead of asking the platform to redeliver it for ever.
 package ingest
 
 import (
@@ -61,11 +67,12 @@ type Options struct {
 	Account string
 	// Directory records each event's conversation; nil skips it (tests).
 	Directory *directory.Store
-	// ReplyWindow is the platform's reply window (connectors.Limits), 0 for none.
-	ReplyWindow time.Duration
-	Metrics     *metrics.Metrics // nil records nothing
-	Logger      *slog.Logger     // nil discards
-	Now         func() time.Time // nil is time.Now
+	// Policy is the connector's Policy, for the reply window of each event's
+	// conversation; nil means no window.
+	Policy  func(connectors.Address) connectors.Policy
+	Metrics *metrics.Metrics // nil records nothing
+	Logger  *slog.Logger     // nil discards
+	Now     func() time.Time // nil is time.Now
 }
 
 // Publisher stores one connector's events. It is safe for concurrent use.
@@ -108,6 +115,11 @@ func notDurable(format string, args ...any) error {
 	return &notDurableError{err: fmt.Errorf(format, args...)}
 }
 
+// refused marks events the server will never store (connectors.ErrRefused).
+func refused(format string, args ...any) error {
+	return fmt.Errorf("%w: %w", connectors.ErrRefused, fmt.Errorf(format, args...))
+}
+
 // Publish stores events, the media jobs of their attachments and the
 // directory records of their conversations in one batch, and waits for
 // every acknowledgement. See the package invariants.
@@ -124,22 +136,10 @@ func (p *Publisher) Publish(ctx context.Context, events ...*normalize.Event) err
 	if len(events) == 0 {
 		return nil
 	}
-	evMsgs := make([]bus.Message, 0, len(events))
-	var jobs []bus.Message
 	for i, ev := range events {
 		if ev == nil {
-			return fmt.Errorf("event %d of %d: nil event", i, len(events))
+			return refused("event %d of %d: nil event", i, len(events))
 		}
-		m, err := p.eventMessage(ev)
-		if err != nil {
-			return err
-		}
-		evMsgs = append(evMsgs, m)
-		js, err := p.jobMessages(ev)
-		if err != nil {
-			return err
-		}
-		jobs = append(jobs, js...)
 	}
 
 	// The directory writes go first, so that a consumer who sees an event
@@ -148,8 +148,9 @@ func (p *Publisher) Publish(ctx context.Context, events ...*normalize.Event) err
 	// message.
 	var dw *directory.InboundWrite
 	var dirMsgs []bus.Message
+	recs := p.inbound(events)
 	if p.o.Directory != nil {
-		dw = p.o.Directory.PrepareInbound(p.inbound(events), p.o.ReplyWindow)
+		dw = p.o.Directory.PrepareInbound(recs)
 		if dw.Missing() > 0 && p.o.Bus.Conn().IsConnected() {
 			// Entries missing from the directory's cache are read first,
 			// bounded like one publish attempt, so that they join the
@@ -160,6 +161,22 @@ func (p *Publisher) Publish(ctx context.Context, events ...*normalize.Event) err
 			cancel()
 		}
 		dirMsgs = dw.Messages()
+	}
+	p.stampWindows(dw, recs)
+
+	evMsgs := make([]bus.Message, 0, len(events))
+	var jobs []bus.Message
+	for _, ev := range events {
+		m, err := p.eventMessage(ev)
+		if err != nil {
+			return refused("%w", err)
+		}
+		evMsgs = append(evMsgs, m)
+		js, err := p.jobMessages(ev)
+		if err != nil {
+			return refused("%w", err)
+		}
+		jobs = append(jobs, js...)
 	}
 	msgs := evMsgs
 	if len(dirMsgs) > 0 || len(jobs) > 0 {
@@ -175,9 +192,9 @@ func (p *Publisher) Publish(ctx context.Context, events ...*normalize.Event) err
 	if err != nil {
 		p.o.Metrics.PublishFailed(p.o.Region, p.o.Connector)
 		if errors.Is(err, bus.ErrInvalidMessage) {
-			// The server refused a message (say, over max payload): log
-			// it loudly, the platform's retry will meet the same refusal.
-			p.log.Error("events refused by nats", "events", len(events), "error", err)
+			// The server refused a message (say, over max payload): the
+			// platform's retry would meet the same refusal.
+			return refused("storing %d events: %w", len(events), err)
 		}
 		return notDurable("storing %d events: %w", len(events), err)
 	}
@@ -202,7 +219,7 @@ func (p *Publisher) Publish(ctx context.Context, events ...*normalize.Event) err
 			continue
 		}
 		p.log.Debug("recording a conversation by reading its entry", "conversation_id", ev.Subject, "event_id", ev.ID)
-		if err := p.o.Directory.RecordInbound(ctx, ev, p.account(ev), p.o.ReplyWindow); err != nil {
+		if err := p.o.Directory.RecordInbound(ctx, p.record(ev)); err != nil {
 			// The events are stored but the directory does not know the
 			// conversation yet, so a reply could not be routed: let the
 			// platform redeliver; the repeated events are dropped as
@@ -221,9 +238,40 @@ func (p *Publisher) inbound(events []*normalize.Event) []directory.Inbound {
 		if ev.Subject == "" || ev.Data.Conversation == nil {
 			continue
 		}
-		recs = append(recs, directory.Inbound{Event: ev, Account: p.account(ev)})
+		recs = append(recs, p.record(ev))
 	}
 	return recs
+}
+
+// record is what the directory records for ev: its account, and the reply
+// window of its conversation as the connector's policy answers it.
+func (p *Publisher) record(ev *normalize.Event) directory.Inbound {
+	in := directory.Inbound{Event: ev, Account: p.account(ev)}
+	if p.o.Policy != nil && ev.Data.Conversation != nil {
+		c := ev.Data.Conversation
+		in.Window = p.o.Policy(connectors.Address{
+			ConversationID: ev.Subject, Kind: c.Kind, PlatformID: c.PlatformID, ThreadID: c.ThreadID, Account: in.Account,
+		}).Window
+	}
+	return in
+}
+
+// stampWindows sets window_expires_at on every event with a conversation:
+// the window its directory entry records once the batch is applied, or,
+// for an entry not known yet, the one a customer's event opens itself.
+func (p *Publisher) stampWindows(dw *directory.InboundWrite, recs []directory.Inbound) {
+	for _, r := range recs {
+		if dw != nil {
+			if w, known := dw.WindowExpiresAt(r.Event.Subject); known {
+				r.Event.Data.WindowExpiresAt = w
+				continue
+			}
+		}
+		if r.Window != nil && directory.FromCustomer(r.Event) {
+			t := r.Window.Expires(r.Event.Time).UTC()
+			r.Event.Data.WindowExpiresAt = &t
+		}
+	}
 }
 
 // account is the platform account the directory records for ev.

@@ -1,6 +1,7 @@
 package ingest_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/parley-gateway/parley/connectors"
+	"github.com/parley-gateway/parley/connectors/kit"
 	"github.com/parley-gateway/parley/internal/bus"
 	"github.com/parley-gateway/parley/internal/bustest"
 	"github.com/parley-gateway/parley/internal/directory"
@@ -110,7 +112,7 @@ func newFixture(t *testing.T) *fixture {
 	f := &fixture{bus: b, reg: r, dir: directory.New(r.Directory, region), met: metrics.New()}
 	f.pub = ingest.New(ingest.Options{
 		Bus: b, Region: region, Platform: platform, Connector: connector, Account: account,
-		Directory: f.dir, ReplyWindow: 24 * time.Hour, Metrics: f.met,
+		Directory: f.dir, Policy: dayWindow, Metrics: f.met,
 	})
 	return f
 }
@@ -305,8 +307,8 @@ func TestPublishRejectsMalformedEventsWithoutNotDurable(t *testing.T) {
 	if err == nil {
 		t.Fatal("Publish accepted a malformed event")
 	}
-	if errors.Is(err, connectors.ErrNotDurable) {
-		t.Errorf("a malformed event is a bug, not an outage, but got ErrNotDurable: %v", err)
+	if errors.Is(err, connectors.ErrNotDurable) || !errors.Is(err, connectors.ErrRefused) {
+		t.Errorf("a malformed event is a bug, not an outage: want ErrRefused and not ErrNotDurable, got %v", err)
 	}
 	if n := len(streamMsgs(t, f.reg.Events)); n != 0 {
 		t.Errorf("%d events stored from a batch with a malformed event, want none", n)
@@ -474,7 +476,7 @@ func countingFixture(t *testing.T) (*fixture, *countingKV) {
 	f.dir = directory.New(kv, region)
 	f.pub = ingest.New(ingest.Options{
 		Bus: f.bus, Region: region, Platform: platform, Connector: connector, Account: account,
-		Directory: f.dir, ReplyWindow: 24 * time.Hour, Metrics: f.met,
+		Directory: f.dir, Policy: dayWindow, Metrics: f.met,
 	})
 	return f, kv
 }
@@ -557,7 +559,7 @@ func TestPublishFallsBackWhenAnotherInstanceMovedTheEntryOn(t *testing.T) {
 	otherDir := directory.New(f.reg.Directory, region)
 	other := ingest.New(ingest.Options{
 		Bus: f.bus, Region: region, Platform: platform, Connector: connector, Account: account,
-		Directory: otherDir, ReplyWindow: 24 * time.Hour,
+		Directory: otherDir, Policy: dayWindow,
 	})
 	theirs := later("42", "3", 60)
 	theirs.Data.Conversation.Title = "Maria (VIP)"
@@ -620,15 +622,15 @@ func TestPublishNeverMovesLastInboundAtBack(t *testing.T) {
 	}
 }
 
-func TestPublishOfARefusedEventOnACachedConversationIsNotDurable(t *testing.T) {
+func TestPublishOfAnEventTheServerRefusesIsRefusedNotAnOutage(t *testing.T) {
 	f, _ := countingFixture(t)
 	publishOK(t, f.pub, message("42", "1"))
 
 	big := later("42", "2", 30)
 	big.Data.Message.Text = strings.Repeat("x", 2<<20) // over the server's max payload
 	err := f.pub.Publish(t.Context(), big)
-	if !errors.Is(err, connectors.ErrNotDurable) || !errors.Is(err, bus.ErrInvalidMessage) {
-		t.Fatalf("Publish of an event NATS refuses = %v, want ErrNotDurable and ErrInvalidMessage", err)
+	if !errors.Is(err, connectors.ErrRefused) || errors.Is(err, connectors.ErrNotDurable) || !errors.Is(err, bus.ErrInvalidMessage) {
+		t.Fatalf("Publish of an event NATS refuses = %v, want ErrRefused (not ErrNotDurable) with ErrInvalidMessage", err)
 	}
 	if n := len(streamMsgs(t, f.reg.Events)); n != 1 {
 		t.Errorf("%d events stored, want only the first", n)
@@ -649,7 +651,7 @@ func TestConcurrentPublishersOnTwoInstancesKeepTheNewestMessage(t *testing.T) {
 	for i := range pubs {
 		pubs[i] = ingest.New(ingest.Options{
 			Bus: f.bus, Region: region, Platform: platform, Connector: connector, Account: account,
-			Directory: directory.New(f.reg.Directory, region), ReplyWindow: 24 * time.Hour,
+			Directory: directory.New(f.reg.Directory, region), Policy: dayWindow,
 		})
 	}
 	const n = 40
@@ -677,5 +679,74 @@ func TestConcurrentPublishersOnTwoInstancesKeepTheNewestMessage(t *testing.T) {
 	}
 	if got := len(streamMsgs(t, f.reg.Events)); got != n {
 		t.Errorf("%d events stored, want %d", got, n)
+	}
+}
+
+// dayWindow is a connector policy with a 24-hour reply window.
+func dayWindow(connectors.Address) connectors.Policy {
+	return connectors.Policy{Window: kit.Window{Standard: 24 * time.Hour}}
+}
+
+// TestEventsCarryTheWindowTheDirectoryRecords: window_expires_at comes from
+// the connector's policy, on every event of the conversation — a receipt
+// too — and agrees with the directory entry the outbox reads.
+func TestEventsCarryTheWindowTheDirectoryRecords(t *testing.T) {
+	f := newFixture(t)
+	msg := message("42", "1")
+	publishOK(t, f.pub, msg)
+	receipt := later("42", "r1", 30)
+	receipt.Type = normalize.TypeReceiptRead
+	receipt.Data.Message = nil
+	receipt.Data.Receipt = &normalize.Receipt{PlatformIDs: []string{"9"}}
+	publishOK(t, f.pub, receipt)
+
+	want := msg.Time.Add(24 * time.Hour)
+	msgs := streamMsgs(t, f.reg.Events)
+	if len(msgs) != 2 {
+		t.Fatalf("%d events stored, want 2", len(msgs))
+	}
+	for _, m := range msgs {
+		ev, err := normalize.Decode(m.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Data.WindowExpiresAt == nil || !ev.Data.WindowExpiresAt.Equal(want) {
+			t.Errorf("%s carries window_expires_at %v, want %s", ev.Type, ev.Data.WindowExpiresAt, want)
+		}
+	}
+	e, _ := freshEntry(t, f, msg.Subject)
+	if e.WindowExpiresAt == nil || !e.WindowExpiresAt.Equal(want) {
+		t.Errorf("the directory records %v, want %s", e.WindowExpiresAt, want)
+	}
+}
+
+func TestRejectsKeepPoisonUpdatesOnceAndBounded(t *testing.T) {
+	f := newFixture(t)
+	rj := ingest.NewRejects(f.bus, region, platform, connector, f.met)
+	raw := []byte(strings.Repeat("y", 200<<10))
+	for range 2 { // a redelivery of the same update is kept once
+		if err := rj.Reject(t.Context(), connectors.Rejected{Raw: raw, Reason: connectors.RejectRefused,
+			Detail: "too large\nfor the server", UpdateID: "77"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	msgs := streamMsgs(t, f.reg.DLQ)
+	if len(msgs) != 1 {
+		t.Fatalf("%d dead letters, want 1", len(msgs))
+	}
+	m := msgs[0]
+	if want := f.bus.Subjects().InboundDLQ(region, platform, connector); m.Subject != want {
+		t.Errorf("subject %q, want %q", m.Subject, want)
+	}
+	h := m.Header
+	if h.Get(ingest.HeaderRejectReason) != connectors.RejectRefused || h.Get(ingest.HeaderRejectUpdate) != "77" ||
+		h.Get(ingest.HeaderRejectSize) != strconv.Itoa(len(raw)) || h.Get(ingest.HeaderRejectDetail) != "too large for the server" {
+		t.Errorf("headers %v", h)
+	}
+	if len(m.Data) >= len(raw) || h.Get(ingest.HeaderRejectTruncated) != "true" || !bytes.HasPrefix(raw, m.Data) {
+		t.Errorf("kept %d of %d bytes (truncated %q), want a bounded prefix", len(m.Data), len(raw), h.Get(ingest.HeaderRejectTruncated))
+	}
+	if got := f.met.Total("parley_inbound_dead_lettered_total"); got != 1 {
+		t.Errorf("parley_inbound_dead_lettered_total = %v, want 1: the repeat was not kept again", got)
 	}
 }

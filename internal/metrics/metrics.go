@@ -36,6 +36,7 @@ type Metrics struct {
 	eventsDuplicate *prometheus.CounterVec
 	publishFailures *prometheus.CounterVec
 	webhookRequests *prometheus.CounterVec
+	inboundDead     *prometheus.CounterVec
 
 	outboxSent         *prometheus.CounterVec
 	outboxParts        *prometheus.CounterVec
@@ -69,6 +70,9 @@ func New() *Metrics {
 			"Publish calls that could not store their events (the platform was not acknowledged).", "region", "connector"),
 		webhookRequests: counter("parley_webhook_requests_total",
 			"Webhook requests by connector and HTTP status code.", "connector", "code"),
+		inboundDead: counter("parley_inbound_dead_lettered_total",
+			"Platform updates acknowledged but kept on the inbound dead-letter subject instead of stored as events, by reason (refused, unmappable).",
+			"region", "connector", "reason"),
 
 		outboxSent: counter("parley_outbox_sent_total",
 			"Reply commands delivered (reply.sent).", "region", "connector"),
@@ -100,7 +104,7 @@ func New() *Metrics {
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.eventsPublished, m.eventsDuplicate, m.publishFailures, m.webhookRequests,
+		m.eventsPublished, m.eventsDuplicate, m.publishFailures, m.webhookRequests, m.inboundDead,
 		m.outboxSent, m.outboxParts, m.outboxFailed, m.outboxRetries, m.outboxDeadLettered, m.outboxSendSeconds,
 		m.mediaStored, m.mediaFailed, m.connectorState,
 	)
@@ -158,6 +162,43 @@ func (m *Metrics) WebhookAnswered(connector string, code int) {
 	m.webhookRequests.WithLabelValues(connector, strconv.Itoa(code)).Inc()
 }
 
+// Total sums every series of the metric family name (0 when it has none):
+// what a test or the load command reads of a counter.
+func (m *Metrics) Total(name string) float64 {
+	if m == nil {
+		return 0
+	}
+	families, err := m.reg.Gather()
+	if err != nil {
+		return 0
+	}
+	var sum float64
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, s := range f.GetMetric() {
+			switch {
+			case s.Counter != nil:
+				sum += s.Counter.GetValue()
+			case s.Gauge != nil:
+				sum += s.Gauge.GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+// InboundDeadLettered counts one platform update kept on the inbound
+// dead-letter subject; reason is connectors.RejectRefused or
+// RejectUnmappable.
+func (m *Metrics) InboundDeadLettered(region, connector, reason string) {
+	if m == nil {
+		return
+	}
+	m.inboundDead.WithLabelValues(region, connector, reason).Inc()
+}
+
 // RegisterInbound exports a connector's inbound counters as
 // parley_inbound_{received,ignored,failed}_total{connector}, read when
 // scraped. Registering the same connector twice is an error.
@@ -172,7 +213,7 @@ func (m *Metrics) RegisterInbound(connector string, stats func() connectors.Inbo
 	}{
 		{"parley_inbound_received_total", "Platform updates a connector received.", func(s connectors.InboundStats) uint64 { return s.Received }},
 		{"parley_inbound_ignored_total", "Platform updates of kinds Parley does not map (acknowledged, nothing stored).", func(s connectors.InboundStats) uint64 { return s.Ignored }},
-		{"parley_inbound_failed_total", "Platform updates refused as malformed or skipped as unmappable.", func(s connectors.InboundStats) uint64 { return s.Failed }},
+		{"parley_inbound_failed_total", "Platform updates refused as malformed (400) or dead-lettered as refused or unmappable.", func(s connectors.InboundStats) uint64 { return s.Failed }},
 	} {
 		value := c.value
 		f := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: c.name, Help: c.help, ConstLabels: labels},
