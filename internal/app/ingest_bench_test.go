@@ -547,7 +547,7 @@ func parleyServer(b testing.TB, bb *bus.Bus, r *bus.Region) http.Handler {
 		Webhook: func(id string) (http.Handler, bool) {
 			return hook, id == benchConnector
 		},
-		Ready:     func() (bool, any) { return true, nil },
+		Ready:     func() (bool, map[string]any) { return true, nil },
 		Metrics:   m.Handler(),
 		OnWebhook: m.WebhookAnswered,
 		Logger:    log,
