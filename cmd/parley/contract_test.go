@@ -759,7 +759,7 @@ connectors:
 		for _, args := range [][]string{
 			{"--help"}, {"serve", "--help"}, {"demo", "--help"}, {"config", "--help"}, {"config", "check", "--help"},
 			{"config", "example", "--help"}, {"tail", "--help"}, {"reply", "--help"}, {"dlq", "--help"},
-			{"dlq", "list", "--help"}, {"dlq", "replay", "--help"}, {"dlq", "purge", "--help"}, {"version", "--help"},
+			{"dlq", "list", "--help"}, {"dlq", "replay", "--help"}, {"dlq", "purge", "--help"}, {"healthcheck", "--help"}, {"version", "--help"},
 		} {
 			out, errOut, code := runCLI(t, bin, dir, env, 20*time.Second, args...)
 			if code != exitOK {

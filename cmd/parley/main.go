@@ -58,6 +58,7 @@ func commands() []command {
 		{"tail", "follow canonical events live", runTail},
 		{"reply", "send a reply and wait for its delivery status", runReply},
 		{"dlq", "inspect and re-queue dead-lettered replies (dlq list | replay ID... | purge ID...)", runDLQ},
+		{"healthcheck", "ask a running gateway's /readyz (/healthz with --live); exit 0 on a 200", runHealthcheck},
 		{"version", "print version information", runVersion},
 	}
 }
@@ -105,7 +106,7 @@ func printUsage(w io.Writer) {
 	fmt.Fprintln(w, "Parley: one gateway between your customers' messaging apps and your helpdesk.")
 	fmt.Fprintln(w, "\nUsage: parley <command> [flags]\n\nCommands:")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nEvery command has --help. Commands that read a configuration take --config FILE\n(default $PARLEY_CONFIG, else ./parley.yaml).")
 }
