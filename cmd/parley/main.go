@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -123,14 +124,52 @@ func newFlags(env *cliEnv, name, usage string) *flag.FlagSet {
 	return fs
 }
 
+// parseFlags parses fs from args with flags allowed anywhere among the
+// positional arguments, which fs.Args() then returns in order: `dlq replay
+// 12 --region eu` is `dlq replay --region eu 12`. "--" ends the flags.
+// Otherwise the flag package's rules hold: a boolean flag takes no separate
+// value, any other flag takes "--name=value" or the next argument, whatever
+// it looks like.
 func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
+	var flags, positional []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			positional = append(positional, args[i+1:]...)
+			break
+		}
+		if len(a) < 2 || a[0] != '-' {
+			positional = append(positional, a)
+			continue
+		}
+		flags = append(flags, a)
+		name := strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-")
+		if strings.Contains(name, "=") || isBoolFlag(fs, name) || i+1 == len(args) {
+			continue
+		}
+		i++
+		flags = append(flags, args[i])
+	}
+	// Unknown flags and missing or bad values fail here, as fs.Parse words
+	// them; the second Parse only hands the positional arguments to fs.
+	if err := fs.Parse(flags); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
 		return usageError{err}
 	}
-	return nil
+	return fs.Parse(append([]string{"--"}, positional...))
+}
+
+// isBoolFlag reports whether fs has a flag name that takes no value, as the
+// flag package decides it.
+func isBoolFlag(fs *flag.FlagSet, name string) bool {
+	f := fs.Lookup(name)
+	if f == nil {
+		return false
+	}
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
 }
 
 func configFlag(fs *flag.FlagSet, env *cliEnv) *string {
