@@ -14,7 +14,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -189,15 +188,19 @@ connectors:
 			t.Fatal(err)
 		}
 		defer ln.Close()
-		var accepted atomic.Int32
+		accepted := make(chan string) // the remote address of each connection
 		go func() {
 			for {
 				c, err := ln.Accept()
 				if err != nil {
 					return
 				}
-				accepted.Add(1)
 				c.Close()
+				select {
+				case accepted <- c.RemoteAddr().String():
+				case <-t.Context().Done():
+					return
+				}
 			}
 		}()
 		cfg := writeFile(t, filepath.Join(t.TempDir(), "p.yaml"), fmt.Sprintf(`
@@ -217,8 +220,29 @@ connectors:
 		if code != exitOK {
 			t.Fatalf("config check exited %d\n%s%s", code, out, errOut)
 		}
-		time.Sleep(100 * time.Millisecond)
-		if n := accepted.Load(); n > 0 {
+		// config check has exited, so any connection it opened is in the
+		// listener's queue, which is first in, first out: once a probe
+		// opened now is accepted, every earlier connection has been.
+		probe, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer probe.Close()
+		n := 0
+		deadline := time.After(10 * time.Second)
+	accepting:
+		for {
+			select {
+			case addr := <-accepted:
+				if addr == probe.LocalAddr().String() {
+					break accepting
+				}
+				n++
+			case <-deadline:
+				t.Fatal("the probe connection was not accepted within 10s")
+			}
+		}
+		if n > 0 {
 			t.Errorf("§1 config check validates \"without connecting anywhere\", but it opened %d connection(s) to nats.url/api_url", n)
 		}
 	})
@@ -355,7 +379,7 @@ connectors:
 		}); err != nil || cfgPath == "" {
 			t.Fatalf("§1 demo --keep did not print a config to use: %v\n%s", err, p.output())
 		}
-		time.Sleep(300 * time.Millisecond)
+		pauseForNegativeCheck()
 		if !p.running() {
 			t.Fatalf("§1 demo --keep stopped\n%s", p.output())
 		}
@@ -525,7 +549,7 @@ func gwDLQ(t *testing.T, g *gateway) {
 		t.Errorf("§1 \"dlq replay\" re-queues a dead-lettered reply: after unblocking the chat and `parley dlq replay dlq-cli-1` (exit 0: %q), the replayed reply ends in %s: %s",
 			strings.TrimSpace(out), re.E.Type, re.Raw)
 	}
-	time.Sleep(time.Second)
+	g.settled(t, conv)
 	var texts []string
 	for _, s := range g.sim.SentTo(chat) {
 		texts = append(texts, s.Text)
@@ -552,7 +576,11 @@ func gwSIGINT(t *testing.T, g *gateway) {
 	if err := g.proc.cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond)
+	// Draining is the first step of the shutdown; the slow send keeps the
+	// server up while it lasts.
+	if err := waitCond(10*time.Second, func() bool { return readyzDraining(g.base) }); err != nil {
+		t.Fatalf("/readyz does not say \"draining\": true after SIGINT: %v\n%s", err, g.proc.stderr.String())
+	}
 	r := g.webhook(t, gwSecret, updateJSON(g.updateID.Add(1), 7010, 1, time.Now().Unix(), "while stopping"))
 	if r.status != http.StatusServiceUnavailable {
 		t.Errorf("§1 serve \"stops cleanly on SIGINT/SIGTERM: stops taking webhooks (503)\": a webhook during shutdown answered %s", r)
@@ -570,4 +598,17 @@ func gwSIGINT(t *testing.T, g *gateway) {
 	if st := g.events.filter(func(m *evMsg) bool { return m.replyID() == "inflight-1" }); len(st) != 1 || st[0].E.Type != "parley.reply.sent" {
 		t.Errorf("§1/§6 the reply sent during shutdown must have its reply.sent stored before exit; statuses: %d", len(st))
 	}
+}
+
+// readyzDraining reports whether base/readyz answers with "draining": true.
+func readyzDraining(base string) bool {
+	resp, err := httpc.Get(base + "/readyz")
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Draining bool `json:"draining"`
+	}
+	return json.NewDecoder(resp.Body).Decode(&body) == nil && body.Draining
 }

@@ -54,7 +54,7 @@ func gwOrderedPerConversation(t *testing.T, g *gateway) {
 			t.Errorf("ord-%02d: %s", i, st)
 		}
 	}
-	time.Sleep(1500 * time.Millisecond)
+	g.settled(t, conv)
 	sent := g.sim.SentTo(chat)
 	var texts []string
 	for _, s := range sent {
@@ -104,7 +104,7 @@ func gwTransientRetried(t *testing.T, g *gateway) {
 	if st.E.Type != "parley.reply.sent" || st.E.Data.Reply.Attempts < 3 {
 		t.Errorf("§6 transient failures are retried: %s", st)
 	}
-	time.Sleep(time.Second)
+	g.settled(t, conv)
 	if n := len(g.sim.SentTo(chat)); n != 1 {
 		t.Errorf("§6 sent %d times, want 1", n)
 	}
@@ -333,6 +333,20 @@ connectors:
 	if err := waitCond(15*time.Second, func() bool { return sim.Requests("sendMessage") >= 2 }); err != nil {
 		t.Fatalf("the failing reply was not tried twice: %v", err)
 	}
+	// The subject whose settling the restart check waits for: the command
+	// is on it now, so its absence later means it was acknowledged.
+	durableSubject := "parley.cmd.eu.telegram.tg-one." + conv + ".send"
+	{
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		s, err := js.Stream(ctx, "PARLEY_CMD_EU")
+		if err == nil {
+			_, err = s.GetLastMsgForSubject(ctx, durableSubject)
+		}
+		cancel()
+		if err != nil {
+			t.Fatalf("the failing reply durable-1 is not stored on %s: %v", durableSubject, err)
+		}
+	}
 
 	t.Run("§1 SIGTERM exits 0", func(t *testing.T) {
 		stopWith(t, p, syscall.SIGTERM, "serve on an external NATS")
@@ -379,7 +393,8 @@ connectors:
 				t.Errorf("§6 \"transient failures are retried … durably (a restart resumes them)\": %v", err)
 				return
 			}
-			time.Sleep(time.Second)
+			// reply.sent is stored before the command is acknowledged.
+			waitCommandsSettled(t, js, "PARLEY_CMD_EU", durableSubject, 30*time.Second)
 			if sent := sim.SentTo(chat); len(sent) != 1 || sent[0].Text != "survives a restart" {
 				t.Errorf("§6 the retried reply after a restart: %d messages sent", len(sent))
 			}

@@ -227,23 +227,62 @@ func writeFile(t *testing.T, path, body string) string {
 	return path
 }
 
+// waitReadyProc waits until p, a `parley serve`, answers /readyz with 200.
 func waitReadyProc(t *testing.T, base string, p *proc) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if !p.running() {
-			t.Fatalf("parley serve exited before it was ready (exit %d)\n%s", p.cmd.ProcessState.ExitCode(), p.output())
-		}
-		resp, err := httpc.Get(base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
+	err := waitCond(30*time.Second, func() bool { return !p.running() || readyzStatus(base) == http.StatusOK })
+	if !p.running() {
+		t.Fatalf("parley serve exited before it was ready (exit %d)\n%s", p.cmd.ProcessState.ExitCode(), p.output())
 	}
-	t.Fatalf("parley serve not ready within 30s\n%s", p.output())
+	if err != nil {
+		t.Fatalf("parley serve not ready within 30s\n%s", p.output())
+	}
+}
+
+// readyzStatus is the status of GET base/readyz, or 0 when there is no
+// answer (not listening yet, or any more).
+func readyzStatus(base string) int {
+	resp, err := httpc.Get(base + "/readyz")
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// negativeCheckPause is how long pauseForNegativeCheck gives the thing a
+// negative check rules out to happen.
+const negativeCheckPause = 300 * time.Millisecond
+
+// pauseForNegativeCheck is the one fixed wait of these tests. A check that
+// something did not happen, where no event marks that it can no longer
+// happen (a process that must keep running), first gives it
+// negativeCheckPause to happen. Call it once per such check, right before
+// it; everything else waits on a condition (waitCond, collector.waitFor,
+// waitCommandsSettled), so a slow machine makes tests slower, not flaky.
+func pauseForNegativeCheck() { time.Sleep(negativeCheckPause) }
+
+// waitCommandsSettled waits until stream, a region's PARLEY_CMD_<REGION>
+// (work-queue retention), holds no reply command on subject: the outbox has
+// acknowledged each one, sent or dead-lettered, and JetStream has removed
+// it, so none of them can be delivered again. After it, what a platform
+// received for that conversation is final. A subject never used looks
+// settled too: the caller makes sure that commands were stored on it.
+func waitCommandsSettled(t *testing.T, js jetstream.JetStream, stream, subject string, d time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatalf("stream %s: %v", stream, err)
+	}
+	var last error
+	if err := waitCond(d, func() bool {
+		_, last = s.GetLastMsgForSubject(ctx, subject)
+		return errors.Is(last, jetstream.ErrMsgNotFound)
+	}); err != nil {
+		t.Fatalf("%s still holds a reply command on %s (%v): the outbox has not settled it within %s", stream, subject, last, d)
+	}
 }
 
 // ---------------------------------------------------------------------------
@@ -623,6 +662,22 @@ func (g *gateway) status(t *testing.T, replyID string, d time.Duration) *evMsg {
 	return g.events.waitFor(t, d, "reply.sent/reply.failed of "+replyID, func(m *evMsg) bool {
 		return strings.HasPrefix(m.E.Type, "parley.reply.") && m.replyID() == replyID
 	})
+}
+
+// settled waits until the outbox holds no reply command for conv (see
+// waitCommandsSettled), once a command for it has been seen on its subject.
+func (g *gateway) settled(t *testing.T, conv string) {
+	t.Helper()
+	subject := fmt.Sprintf("parley.cmd.%s.telegram.%s.%s.send", gwRegion, gwConnector, conv)
+	seen := func() bool {
+		g.cmdMu.Lock()
+		defer g.cmdMu.Unlock()
+		return slices.ContainsFunc(g.cmdMsgs, func(m *nats.Msg) bool { return m.Subject == subject })
+	}
+	if err := waitCond(10*time.Second, seen); err != nil {
+		t.Fatalf("no reply command seen on %s: %v", subject, err)
+	}
+	waitCommandsSettled(t, g.js, "PARLEY_CMD_US_EAST", subject, 30*time.Second)
 }
 
 func (g *gateway) webhook(t *testing.T, secret string, body []byte) httpResult {
