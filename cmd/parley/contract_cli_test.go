@@ -287,7 +287,7 @@ connectors:
 				t.Errorf("§1 `parley %s` must print a commented sample config:\n%s", strings.Join(args, " "), out)
 			}
 			p := writeFile(t, filepath.Join(t.TempDir(), "ex.yaml"), out)
-			vars := []string{"PARLEY_API_TOKEN=tok", "TELEGRAM_TOKEN=1:abc", "TELEGRAM_WEBHOOK_SECRET=s", "TG_SECRET=s"}
+			vars := []string{"PARLEY_API_TOKEN=tok", "TELEGRAM_TOKEN=1:abc", "TELEGRAM_WEBHOOK_SECRET=s"}
 			cout, cerr, code := runCLI(t, bin, dir, cleanEnv(vars...), 20*time.Second, "config", "check", "--config", p)
 			if code != exitOK {
 				t.Errorf("the output of `parley %s` does not pass config check (exit %d)\n%s%s", strings.Join(args, " "), code, cout, cerr)
