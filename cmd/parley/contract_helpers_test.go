@@ -1,6 +1,7 @@
 package main
 
-// A black-box test of CONTRACT.md (v1): it builds the real binary once and
+// A black-box test of Parley's public contract, whose sections (§1 to §6)
+// the subtests are named after and quote: it builds the real binary once and
 // holds it, as a separate program, to the clauses that can be checked from
 // outside with the Telegram connector and its simulator. Every wait is
 // bounded; everything listens on 127.0.0.1.

@@ -1,7 +1,8 @@
 // Command parley is the Parley gateway: it connects a business's messaging
 // accounts (Telegram, and more platforms as they land) to helpdesks through
-// NATS JetStream. See the README for a tour and CONTRACT.md for the
-// interface it keeps.
+// NATS JetStream. See the README for a tour, docs/operations.md and
+// docs/events.md for the interface it keeps, and docs/contract-differences.md
+// for where that interface departs from Parley's written contract.
 package main
 
 import (
