@@ -60,18 +60,9 @@ func startServe(t *testing.T, bin, cfgPath string) *child {
 
 func waitReady(t *testing.T, base string, c *child) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := waitCond(30*time.Second, func() bool { return readyzStatus(base) == http.StatusOK }); err != nil {
+		t.Fatalf("parley serve not ready within 30s; its output:\n%s", c.stderr.String())
 	}
-	t.Fatalf("parley serve not ready within 30s; its output:\n%s", c.stderr.String())
 }
 
 // TestServeSurvivesSIGKILLWithoutLosingOrDuplicatingEvents runs the real

@@ -1,7 +1,8 @@
 // Command parley is the Parley gateway: it connects a business's messaging
 // accounts (Telegram, and more platforms as they land) to helpdesks through
-// NATS JetStream. See the README for a tour and CONTRACT.md for the
-// interface it keeps.
+// NATS JetStream. See the README for a tour, docs/operations.md and
+// docs/events.md for the interface it keeps, and docs/contract-differences.md
+// for where that interface departs from Parley's written contract.
 package main
 
 import (
@@ -12,6 +13,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/parley-gateway/parley/connectors/registry"
@@ -71,6 +73,7 @@ func commands() []command {
 		{"tail", "follow canonical events live", runTail},
 		{"reply", "send a reply and wait for its delivery status", runReply},
 		{"dlq", "inspect and re-queue dead-lettered replies (dlq list | replay ID... | purge ID...)", runDLQ},
+		{"healthcheck", "ask a running gateway's /readyz (/healthz with --live); exit 0 on a 200", runHealthcheck},
 		{"version", "print version information", runVersion},
 	}
 }
@@ -118,7 +121,7 @@ func printUsage(w io.Writer) {
 	fmt.Fprintln(w, "Parley: one gateway between your customers' messaging apps and your helpdesk.")
 	fmt.Fprintln(w, "\nUsage: parley <command> [flags]\n\nCommands:")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nEvery command has --help. Commands that read a configuration take --config FILE\n(default $PARLEY_CONFIG, else ./parley.yaml).")
 }
@@ -135,14 +138,52 @@ func newFlags(env *cliEnv, name, usage string) *flag.FlagSet {
 	return fs
 }
 
+// parseFlags parses fs from args with flags allowed anywhere among the
+// positional arguments, which fs.Args() then returns in order: `dlq replay
+// 12 --region eu` is `dlq replay --region eu 12`. "--" ends the flags.
+// Otherwise the flag package's rules hold: a boolean flag takes no separate
+// value, any other flag takes "--name=value" or the next argument, whatever
+// it looks like.
 func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
+	var flags, positional []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			positional = append(positional, args[i+1:]...)
+			break
+		}
+		if len(a) < 2 || a[0] != '-' {
+			positional = append(positional, a)
+			continue
+		}
+		flags = append(flags, a)
+		name := strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-")
+		if strings.Contains(name, "=") || isBoolFlag(fs, name) || i+1 == len(args) {
+			continue
+		}
+		i++
+		flags = append(flags, args[i])
+	}
+	// Unknown flags and missing or bad values fail here, as fs.Parse words
+	// them; the second Parse only hands the positional arguments to fs.
+	if err := fs.Parse(flags); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
 		return usageError{err}
 	}
-	return nil
+	return fs.Parse(append([]string{"--"}, positional...))
+}
+
+// isBoolFlag reports whether fs has a flag name that takes no value, as the
+// flag package decides it.
+func isBoolFlag(fs *flag.FlagSet, name string) bool {
+	f := fs.Lookup(name)
+	if f == nil {
+		return false
+	}
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
 }
 
 func configFlag(fs *flag.FlagSet, env *cliEnv) *string {

@@ -113,12 +113,24 @@ func TestEveryExampleConfigPassesConfigCheck(t *testing.T) {
 	}
 	path := writeConfig(t, out.String())
 	vars := map[string]string{}
-	for _, name := range []string{"PARLEY_API_TOKEN", "TELEGRAM_TOKEN", "TELEGRAM_WEBHOOK_SECRET", "TG_SECRET"} {
+	for _, name := range []string{"PARLEY_API_TOKEN", "TELEGRAM_TOKEN", "TELEGRAM_WEBHOOK_SECRET"} {
 		vars[name] = "123:secret"
 	}
 	env, out, errOut := testEnv(vars)
 	if code := run(t.Context(), env, []string{"config", "check", "--config", path}); code != exitOK {
 		t.Fatalf("the printed example does not pass config check (exit %d):\n%s%s", code, out, errOut)
+	}
+}
+
+// TestDeployConfigPassesConfigCheck holds deploy/parley.eu.yaml to the
+// variable names every sample uses.
+func TestDeployConfigPassesConfigCheck(t *testing.T) {
+	env, out, errOut := testEnv(map[string]string{
+		"PARLEY_PUBLIC_URL": "https://parley.example.com", "PARLEY_API_TOKEN": "tok",
+		"TELEGRAM_TOKEN": "123:secret", "TELEGRAM_WEBHOOK_SECRET": "s3cret",
+	})
+	if code := run(t.Context(), env, []string{"config", "check", "--config", filepath.Join("..", "..", "deploy", "parley.eu.yaml")}); code != exitOK {
+		t.Fatalf("deploy/parley.eu.yaml does not pass config check (exit %d):\n%s%s", code, out, errOut)
 	}
 }
 

@@ -347,14 +347,13 @@ func (a *App) Reload(cfg *config.Config) error {
 	return a.gw.Reload(specs)
 }
 
-func (a *App) ready() (bool, any) {
+// ready is httpapi's Ready: the server adds "ready" and "draining" to the
+// body, since only it knows whether it is draining.
+func (a *App) ready() (bool, map[string]any) {
 	st := a.bus.Status()
-	states := a.gw.States()
-	ok := st.Connected && a.gw.Ready()
-	return ok, map[string]any{
-		"ready":      ok,
+	return st.Connected && a.gw.Ready(), map[string]any{
 		"nats":       st,
-		"connectors": states,
+		"connectors": a.gw.States(),
 	}
 }
 

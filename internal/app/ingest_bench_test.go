@@ -36,9 +36,9 @@ import (
 )
 
 // The ingest benchmark measures the design target "signed webhook →
-// canonical event stored → 200" (DESIGN.md, Targets) beside its baselines,
-// all in one run and on the same embedded JetStream setup (file storage,
-// fresh store per run, in-process client connection):
+// canonical event stored → 200" (docs/benchmarks.md, "Against the targets")
+// beside its baselines, all in one run and on the same embedded JetStream
+// setup (file storage, fresh store per run, in-process client connection):
 //
 //   - raw-js-sync: js.PublishMsg of a ~1 KB canonical event with a
 //     Nats-Msg-Id, from benchClients goroutines at once; no HTTP.
@@ -548,7 +548,7 @@ func parleyServer(b testing.TB, bb *bus.Bus, r *bus.Region) http.Handler {
 		Webhook: func(id string) (http.Handler, bool) {
 			return hook, id == benchConnector
 		},
-		Ready:     func() (bool, any) { return true, nil },
+		Ready:     func() (bool, map[string]any) { return true, nil },
 		Metrics:   m.Handler(),
 		OnWebhook: m.WebhookAnswered,
 		Logger:    log,
@@ -648,8 +648,9 @@ func benchHTTPNoop(b *testing.B) {
 // --- latency at half the peak rate -------------------------------------------
 
 // BenchmarkIngestHalfPeak measures the design target "p99 ≤ 15 ms at half
-// the peak rate" (DESIGN.md, Targets) for the parley variant, peak and
-// half-peak in the same run and on the same gateway and store:
+// the peak rate" (docs/benchmarks.md, "Against the targets") for the parley
+// variant, peak and half-peak in the same run and on the same gateway and
+// store:
 //
 //  1. Peak: halfPeakProbe requests (updates 0 … halfPeakProbe-1) from
 //     benchClients clients in a closed loop, as in BenchmarkIngest; peak is

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"strconv"
@@ -42,8 +43,12 @@ type Options struct {
 
 	// Webhook returns the handler of an enabled connector.
 	Webhook func(connectorID string) (http.Handler, bool)
-	// Ready reports readiness and a JSON-able description of why.
-	Ready func() (bool, any)
+	// Ready reports whether NATS and the connectors can take traffic, with
+	// a JSON-able description of each part (e.g. "nats", "connectors") for
+	// the /readyz body. The server adds "ready" and "draining" to that body
+	// itself, so the body always agrees with the status: while draining,
+	// "ready" is false whatever Ready says.
+	Ready func() (bool, map[string]any)
 	// SubmitReply stores a reply command in the outbox. Errors:
 	// *normalize.InvalidReplyError → 400, directory.ErrUnknown → 404,
 	// bus.ErrNotDurable → 503.
@@ -334,9 +339,15 @@ func (s *Server) getMedia(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
-	ok, body := s.opts.Ready()
+	ok, parts := s.opts.Ready()
+	draining := s.draining.Load()
+	ready := ok && !draining
+	body := make(map[string]any, len(parts)+2)
+	maps.Copy(body, parts)
+	body["ready"] = ready
+	body["draining"] = draining
 	code := http.StatusOK
-	if !ok || s.draining.Load() {
+	if !ready {
 		code = http.StatusServiceUnavailable
 	}
 	writeJSON(w, code, body)

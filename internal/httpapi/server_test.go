@@ -42,7 +42,7 @@ type fakes struct {
 
 	hooks     map[string]http.Handler // Webhook: connector id → handler
 	ready     bool
-	readyBody any
+	readyBody map[string]any
 	submit    func(r *normalize.Reply) (bool, error)
 	conv      func(id normalize.ConversationID) (*directory.Entry, error)
 	media     func(id normalize.MediaID) (io.ReadCloser, string, int64, error)
@@ -98,7 +98,7 @@ func (f *fakes) options() httpapi.Options {
 			h, ok := f.hooks[id]
 			return h, ok
 		},
-		Ready: func() (bool, any) { return f.ready, f.readyBody },
+		Ready: func() (bool, map[string]any) { return f.ready, f.readyBody },
 		SubmitReply: func(_ context.Context, r *normalize.Reply) (bool, error) {
 			f.mu.Lock()
 			f.replies = append(f.replies, r)
@@ -529,7 +529,7 @@ func TestWebhooks(t *testing.T) {
 }
 
 func TestDrainRefusesNewWork(t *testing.T) {
-	f := &fakes{hooks: map[string]http.Handler{"tg-eu": &readingHook{}}, ready: true, readyBody: map[string]bool{"ready": true}}
+	f := &fakes{hooks: map[string]http.Handler{"tg-eu": &readingHook{}}, ready: true}
 	s, url := serve(t, f.options())
 	if got := do(t, http.MethodGet, url+"/readyz", nil, nil).status; got != http.StatusOK {
 		t.Fatalf("/readyz before Drain = %d, want 200", got)
@@ -558,22 +558,54 @@ func TestDrainRefusesNewWork(t *testing.T) {
 	}
 }
 
+// TestReadyzBodyAgreesWithStatusWhileDraining: a load balancer reads the
+// status, an operator reads the body; while draining both must say "not
+// ready", even though NATS and every connector still are.
+func TestReadyzBodyAgreesWithStatusWhileDraining(t *testing.T) {
+	f := &fakes{ready: true, readyBody: map[string]any{"ready": true, "connectors": map[string]string{"tg-eu": "running"}}}
+	s, url := serve(t, f.options())
+	readyz := func() (int, map[string]any) {
+		t.Helper()
+		resp := do(t, http.MethodGet, url+"/readyz", nil, nil)
+		var body map[string]any
+		if err := json.Unmarshal(resp.body, &body); err != nil {
+			t.Fatalf("/readyz body is not a JSON object: %s", resp.body)
+		}
+		return resp.status, body
+	}
+
+	if status, body := readyz(); status != http.StatusOK || body["ready"] != true || body["draining"] != false {
+		t.Errorf("before Drain: %d %v, want 200 with ready true, draining false", status, body)
+	}
+	s.Drain()
+	status, body := readyz()
+	if status != http.StatusServiceUnavailable {
+		t.Errorf("while draining: status %d, want 503", status)
+	}
+	if body["ready"] != false || body["draining"] != true {
+		t.Errorf("while draining: body %v, want ready false and draining true", body)
+	}
+	if _, ok := body["connectors"]; !ok {
+		t.Errorf("while draining: body %v lost the connectors' states", body)
+	}
+}
+
 func TestHealthAndReadiness(t *testing.T) {
 	tests := []struct {
 		name   string
 		path   string
 		ready  bool
-		body   any
+		body   map[string]any
 		status int
 		want   string // JSON body
 	}{
 		{"healthz is always ok", "/healthz", false, nil, http.StatusOK, `{"status":"ok"}`},
 		{"readyz is 200 with the description when ready", "/readyz", true,
-			map[string]any{"ready": true, "connectors": map[string]string{"tg-eu": "running"}},
-			http.StatusOK, `{"connectors":{"tg-eu":"running"},"ready":true}`},
+			map[string]any{"connectors": map[string]string{"tg-eu": "running"}},
+			http.StatusOK, `{"connectors":{"tg-eu":"running"},"draining":false,"ready":true}`},
 		{"readyz is 503 with the description when not ready", "/readyz", false,
-			map[string]any{"ready": false, "nats": map[string]bool{"connected": false}},
-			http.StatusServiceUnavailable, `{"nats":{"connected":false},"ready":false}`},
+			map[string]any{"nats": map[string]bool{"connected": false}},
+			http.StatusServiceUnavailable, `{"draining":false,"nats":{"connected":false},"ready":false}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
