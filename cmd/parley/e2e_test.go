@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -227,4 +228,70 @@ func waitCond(d time.Duration, cond func() bool) error {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return nil
+}
+
+// TestServeResumesAConnectorAfterSIGHUP runs the real binary with a bot
+// token Telegram refuses: the connector stays bad_credentials without a
+// restart loop, and after the operator fixes the token and sends SIGHUP it
+// runs, in the same process.
+func TestServeResumesAConnectorAfterSIGHUP(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildParley(t)
+	const good = "7001:RIGHT-token"
+	sim := telegramsim.New(telegramsim.Options{Token: good})
+	srv, err := sim.Start(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	listen := mustFreeAddr(t)
+	dir := t.TempDir()
+	cfgFor := func(token string) string {
+		return fmt.Sprintf("data_dir: %q\nhttp: {listen: %q}\nconnectors:\n  - id: tg\n    platform: telegram\n    region: eu\n    telegram: {token: %q, api_url: %q, poll_timeout: 1s}\n",
+			filepath.Join(dir, "data"), listen, token, srv.URL)
+	}
+	cfgPath := filepath.Join(dir, "parley.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfgFor("7001:WRONG-token")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := startServe(t, bin, cfgPath)
+	base := "http://" + listen
+	state := func() string {
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			return ""
+		}
+		defer resp.Body.Close()
+		var body struct {
+			Connectors []struct{ State string } `json:"connectors"`
+		}
+		if json.NewDecoder(resp.Body).Decode(&body) != nil || len(body.Connectors) != 1 {
+			return ""
+		}
+		return body.Connectors[0].State
+	}
+	if err := waitCond(30*time.Second, func() bool { return state() == string(normalize.StateBadCredentials) }); err != nil {
+		t.Fatalf("the connector never read bad_credentials (%q); output:\n%s", state(), c.stderr.String())
+	}
+	polls := sim.Requests("getUpdates")
+	// Proving a negative: the supervisor's first restart would come after
+	// a second; three pass.
+	time.Sleep(3 * time.Second)
+	if n := sim.Requests("getUpdates"); n != polls || state() != string(normalize.StateBadCredentials) {
+		t.Fatalf("getUpdates calls went from %d to %d (state %s): a connector waiting for its operator was restarted", polls, n, state())
+	}
+
+	if err := os.WriteFile(cfgPath, []byte(cfgFor(good)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitCond(30*time.Second, func() bool { return readyzStatus(base) == http.StatusOK }); err != nil {
+		t.Fatalf("not ready after the new token and SIGHUP (state %s); output:\n%s", state(), c.stderr.String())
+	}
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	_ = c.cmd.Wait()
 }

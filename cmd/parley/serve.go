@@ -7,7 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	"github.com/parley-gateway/parley/config"
 	"github.com/parley-gateway/parley/internal/app"
@@ -38,7 +40,36 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go reloadOnHangup(ctx, env, *cfgPath, a, hup, log)
 	return a.Run(ctx)
+}
+
+// reloadOnHangup applies the configuration file again on every SIGHUP:
+// connectors whose settings changed restart with the new ones, and those
+// stopped for an operator (a revoked token, a logged-out device) resume.
+// A file that does not validate changes nothing.
+func reloadOnHangup(ctx context.Context, env *cliEnv, path string, a *app.App, hup <-chan os.Signal, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		log.Info("reloading the configuration", "path", path)
+		cfg, err := loadConfig(env, path)
+		if err != nil {
+			log.Error("configuration not reloaded: it does not validate", "error", err)
+			continue
+		}
+		if err := a.Reload(cfg); err != nil {
+			log.Warn("configuration reloaded in part", "error", err)
+			continue
+		}
+		log.Info("configuration reloaded")
+	}
 }
 
 // loadConfig loads and fully validates a config file; every problem is a

@@ -18,7 +18,7 @@ var sample string
 // Descriptor describes the fakechat connector to the registry.
 var Descriptor = connectors.Descriptor{
 	Platform: platform,
-	Name:     "fakechat",
+	Name:     "Fakechat",
 	New:      New,
 	Validate: validate,
 	Sample:   sample,
