@@ -70,6 +70,7 @@ func commands() []command {
 		{"serve", "run the gateway", runServe},
 		{"demo", "run the whole pipeline on this machine against simulators", runDemo},
 		{"config", "check a configuration, or print an example (config check | config example [PLATFORM])", runConfig},
+		{"pair", "link a device session for a connector whose platform has one (pair <platform> --connector ID [--phone +E164])", runPair},
 		{"tail", "follow canonical events live", runTail},
 		{"reply", "send a reply and wait for its delivery status", runReply},
 		{"dlq", "inspect and re-queue dead-lettered replies (dlq list | replay ID... | purge ID...)", runDLQ},
