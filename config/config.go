@@ -77,6 +77,9 @@ type NATS struct {
 	Embedded     Embedded `yaml:"embedded"`
 	// EventMaxAge is how long the event streams keep events.
 	EventMaxAge Duration `yaml:"event_max_age"`
+	// LedgerTTL is how long the reply ledger remembers each message sent:
+	// receipts, echoes and late failures of older sends are not resolved.
+	LedgerTTL Duration `yaml:"ledger_ttl"`
 }
 
 // TLS names the files for a TLS connection to NATS. They are paths read by
@@ -146,6 +149,7 @@ func Default() Config {
 			DedupeWindow:  Duration(2 * time.Hour),
 			Embedded:      Embedded{Sync: "always"},
 			EventMaxAge:   Duration(7 * 24 * time.Hour),
+			LedgerTTL:     Duration(30 * 24 * time.Hour),
 		},
 		HTTP: HTTP{
 			Listen:       "127.0.0.1:8080",

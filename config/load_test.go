@@ -94,6 +94,7 @@ func TestDefaultMatchesTheContract(t *testing.T) {
 		{"nats.subject_prefix", d.NATS.SubjectPrefix, "parley"},
 		{"nats.dedupe_window", d.NATS.DedupeWindow.Duration(), 2 * time.Hour},
 		{"nats.event_max_age", d.NATS.EventMaxAge.Duration(), 168 * time.Hour},
+		{"nats.ledger_ttl", d.NATS.LedgerTTL.Duration(), 30 * 24 * time.Hour},
 		{"nats.embedded.sync", d.NATS.Embedded.Sync, "always"},
 		{"http.listen", d.HTTP.Listen, "127.0.0.1:8080"},
 		{"http.max_body_bytes", d.HTTP.MaxBodyBytes, int64(1048576)},

@@ -127,6 +127,9 @@ func validateNATS(n *NATS, probs *problems) {
 	if !subjectPrefixPattern.MatchString(n.SubjectPrefix) {
 		probs.addTop("nats.subject_prefix", "must be dot-separated tokens of letters, digits, - and _")
 	}
+	if n.LedgerTTL <= 0 {
+		probs.addTop("nats.ledger_ttl", "must be positive")
+	}
 	if n.EventMaxAge <= 0 {
 		probs.addTop("nats.event_max_age", "must be positive")
 	} else if w := n.DedupeWindow.Duration(); w < minDedupeWindow || w > n.EventMaxAge.Duration() {

@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"text/tabwriter"
 
 	"github.com/parley-gateway/parley/internal/bus"
+	"github.com/parley-gateway/parley/internal/ingest"
 	"github.com/parley-gateway/parley/outbox"
 )
 
@@ -16,7 +18,7 @@ func runDLQ(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	sub := args[0]
 	if sub == "-h" || sub == "--help" || sub == "help" {
-		fmt.Fprintln(env.stderr, "Usage: parley dlq list [--config FILE] [--region R]\n       parley dlq replay [--region R] ID...\n       parley dlq purge [--region R] ID...   (ID: a reply id or a sequence number from `dlq list`)")
+		fmt.Fprintln(env.stderr, "Usage: parley dlq list [--config FILE] [--region R] [--inbound]\n       parley dlq replay [--region R] ID...\n       parley dlq purge [--region R] ID...   (ID: a reply id or a sequence number from `dlq list`)")
 		return nil
 	}
 	if sub != "list" && sub != "replay" && sub != "purge" {
@@ -25,6 +27,7 @@ func runDLQ(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags(env, "dlq "+sub, "dlq "+sub+" [--config FILE] [--region R] [ID...]")
 	cfgPath := configFlag(fs, env)
 	regionFlag := fs.String("region", "", "the `region` whose dead-letter queue to use (default: every configured region for list; required with several regions otherwise)")
+	inbound := fs.Bool("inbound", false, "the platform updates kept aside instead of stored as events (refused by the server or unmappable), not the replies; purge takes their SEQ")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
@@ -56,8 +59,10 @@ func runDLQ(ctx context.Context, env *cliEnv, args []string) error {
 		}
 	}
 
-	switch sub {
-	case "list":
+	switch {
+	case sub == "list" && *inbound:
+		return listInbound(ctx, env, b, regions)
+	case sub == "list":
 		tw := tabwriter.NewWriter(env.stdout, 2, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "REGION\tSEQ\tREPLY\tCONVERSATION\tCODE\tATTEMPTS\tFAILED AT\tMESSAGE")
 		n := 0
@@ -76,7 +81,9 @@ func runDLQ(ctx context.Context, env *cliEnv, args []string) error {
 			return err
 		}
 		fmt.Fprintf(env.stdout, "%d dead-lettered replies\n", n)
-	case "replay":
+	case sub == "replay" && *inbound:
+		return usagef("platform updates kept aside cannot be replayed: they could not become events (see their reason); purge them once looked at")
+	case sub == "replay":
 		seqs, err := resolveDLQ(ctx, b, regions[0], ids)
 		if err != nil {
 			return err
@@ -85,7 +92,16 @@ func runDLQ(ctx context.Context, env *cliEnv, args []string) error {
 			return err
 		}
 		fmt.Fprintf(env.stdout, "re-queued %d replies\n", len(ids))
-	case "purge":
+	case sub == "purge" && *inbound:
+		seqs, err := resolveInbound(ctx, b, regions[0], ids)
+		if err != nil {
+			return err
+		}
+		if err := outbox.Purge(ctx, b, regions[0], seqs...); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.stdout, "purged %d platform updates\n", len(ids))
+	case sub == "purge":
 		seqs, err := resolveDLQ(ctx, b, regions[0], ids)
 		if err != nil {
 			return err
@@ -117,6 +133,49 @@ func resolveDLQ(ctx context.Context, b *bus.Bus, region string, ids []string) ([
 			return nil, usagef("no dead-lettered reply %q in region %s (see `parley dlq list`)", id, region)
 		}
 		seqs = append(seqs, found)
+	}
+	return seqs, nil
+}
+
+// listInbound prints the inbound dead letters: platform updates Parley
+// acknowledged but kept aside. Their bytes are in the DLQ stream at the
+// sequence shown (nats stream get), and `dlq purge SEQ` drops one.
+func listInbound(ctx context.Context, env *cliEnv, b *bus.Bus, regions []string) error {
+	tw := tabwriter.NewWriter(env.stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "REGION\tSEQ\tCONNECTOR\tREASON\tUPDATE\tBYTES\tKEPT AT\tDETAIL")
+	n := 0
+	for _, r := range regions {
+		list, err := ingest.ListRejected(ctx, b, r)
+		if err != nil {
+			return err
+		}
+		for _, d := range list {
+			n++
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t%s\t%s\n", r, d.Seq, d.Connector, d.Reason, d.UpdateID, d.Size,
+				d.At.UTC().Format("2006-01-02 15:04:05"), clip(d.Detail, 80))
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "%d platform updates kept aside\n", n)
+	return nil
+}
+
+// resolveInbound checks that each argument is the sequence number of an
+// inbound dead letter.
+func resolveInbound(ctx context.Context, b *bus.Bus, region string, ids []string) ([]uint64, error) {
+	list, err := ingest.ListRejected(ctx, b, region)
+	if err != nil {
+		return nil, err
+	}
+	seqs := make([]uint64, 0, len(ids))
+	for _, id := range ids {
+		i := slices.IndexFunc(list, func(d ingest.RejectedUpdate) bool { return strconv.FormatUint(d.Seq, 10) == id })
+		if i < 0 {
+			return nil, usagef("no platform update kept aside at %q in region %s (see `parley dlq list --inbound`)", id, region)
+		}
+		seqs = append(seqs, list[i].Seq)
 	}
 	return seqs, nil
 }

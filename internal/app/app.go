@@ -246,7 +246,7 @@ func BusOptions(cfg *config.Config, name string, log *slog.Logger) bus.Options {
 		Token: n.Token.Reveal(), NKeySeedFile: n.NKeySeedFile,
 		TLSCAFile: n.TLS.CAFile, TLSCertFile: n.TLS.CertFile, TLSKeyFile: n.TLS.KeyFile,
 		Replicas: n.Replicas, SubjectPrefix: n.SubjectPrefix,
-		DedupeWindow: time.Duration(n.DedupeWindow), EventMaxAge: time.Duration(n.EventMaxAge),
+		DedupeWindow: time.Duration(n.DedupeWindow), EventMaxAge: time.Duration(n.EventMaxAge), LedgerTTL: time.Duration(n.LedgerTTL),
 		EmbeddedListen: n.Embedded.Listen, SyncAlways: n.Embedded.Sync != "interval",
 		Name: "parley " + name, Logger: log.With("component", "nats"),
 	}
