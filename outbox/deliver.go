@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/parley-gateway/parley/connectors"
+	"github.com/parley-gateway/parley/connectors/kit"
 	"github.com/parley-gateway/parley/internal/bus"
 	"github.com/parley-gateway/parley/internal/directory"
 	"github.com/parley-gateway/parley/normalize"
@@ -387,7 +388,7 @@ func (d *delivery) send(ctx context.Context, tgt Target, addr connectors.Address
 					o.obs.Retried(d.connector, ce.Class)
 					waited += wait
 					d.tries++
-					if !sleep(ctx, wait) {
+					if !kit.Sleep(ctx, wait) {
 						d.release(wait) // the hint still holds for the next instance
 						return
 					}
@@ -401,7 +402,7 @@ func (d *delivery) send(ctx context.Context, tgt Target, addr connectors.Address
 					o.obs.Retried(d.connector, ce.Class)
 					waited += next
 					d.tries++
-					if !sleep(ctx, next) {
+					if !kit.Sleep(ctx, next) {
 						d.handBack()
 						return
 					}

@@ -14,6 +14,7 @@ import (
 	"github.com/parley-gateway/parley/connectors/connectortest/fakechat/fakechatsim"
 	"github.com/parley-gateway/parley/connectors/simkit"
 	"github.com/parley-gateway/parley/internal/directory"
+	"github.com/parley-gateway/parley/internal/wait"
 	"github.com/parley-gateway/parley/normalize"
 )
 
@@ -184,7 +185,7 @@ func TestAStandbyInstanceHandsRepliesBackWithoutCountingAttempts(t *testing.T) {
 	conv := e.conversation(t, "1", normalize.KindDirect, time.Now())
 	e.submit(t, reply("r-standby", conv, "hello"))
 	// Several hand-backs, more than MaxAttempts, while standing by.
-	waitFor(t, 20*time.Second, "the command is offered several times", func() bool {
+	wait.For(t, 20*time.Second, "the command is offered several times", func() bool {
 		info, err := e.reg.Commands.Info(testContext(t, 5*time.Second))
 		if err != nil {
 			return false

@@ -113,18 +113,6 @@ func (e *env) commandsLeft(t testing.TB) uint64 {
 	return info.State.Msgs
 }
 
-// waitFor polls cond until it holds or d passes.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // statusLog collects the reply.sent and reply.failed events stored in the
 // events stream, as a helpdesk would read them (after deduplication).
 type statusLog struct {

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/parley-gateway/parley/connectors"
+	"github.com/parley-gateway/parley/connectors/kit"
 	"github.com/parley-gateway/parley/internal/bus"
 	"github.com/parley-gateway/parley/internal/directory"
 	"github.com/parley-gateway/parley/normalize"
@@ -317,7 +318,7 @@ func (o *Outbox) consume(ctx context.Context) {
 			}
 			wait := bo.NextBackOff()
 			o.log.Warn("outbox consumer unavailable", "error", err, "retry_in", wait)
-			if !sleep(ctx, wait) {
+			if !kit.Sleep(ctx, wait) {
 				return
 			}
 			continue
@@ -590,21 +591,6 @@ func (o *Outbox) acquire(ctx context.Context) error {
 }
 
 func (o *Outbox) release() { <-o.sem }
-
-// sleep waits d or until ctx ends; it reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
 
 type nopObserver struct{}
 

@@ -15,6 +15,7 @@ import (
 	"github.com/parley-gateway/parley/connectors"
 	"github.com/parley-gateway/parley/connectors/kit"
 	"github.com/parley-gateway/parley/internal/directory"
+	"github.com/parley-gateway/parley/internal/wait"
 	"github.com/parley-gateway/parley/normalize"
 )
 
@@ -81,7 +82,7 @@ func TestRepliesOfEachConversationAreSentInOrderDespiteTransientFailures(t *test
 	if rec.retriedCount(connectors.ClassTransient) == 0 {
 		t.Error("no retries were observed; the failure script did not bite")
 	}
-	waitFor(t, 10*time.Second, "the command stream to empty", func() bool { return e.commandsLeft(t) == 0 })
+	wait.For(t, 10*time.Second, "the command stream to empty", func() bool { return e.commandsLeft(t) == 0 })
 	e.statuses.check(t)
 }
 
@@ -179,8 +180,8 @@ func TestPermanentFailureIsDeadLetteredWithItsCode(t *testing.T) {
 			if !bytes.Equal(dl.Body, mustJSON(t, r)) {
 				t.Errorf("dead letter body %s, want the original command", dl.Body)
 			}
-			waitFor(t, 5*time.Second, "the command to leave the stream", func() bool { return e.commandsLeft(t) == 0 })
-			waitFor(t, 5*time.Second, "the observer", func() bool {
+			wait.For(t, 5*time.Second, "the command to leave the stream", func() bool { return e.commandsLeft(t) == 0 })
+			wait.For(t, 5*time.Second, "the observer", func() bool {
 				rec.mu.Lock()
 				defer rec.mu.Unlock()
 				return rec.failed[tt.wantCode] == 1 && rec.deadLets == 1
@@ -299,7 +300,7 @@ func TestARestartResumesADurableRetryAndSendsOnce(t *testing.T) {
 	conv := e.conversation(t, "42", normalize.KindDirect, time.Now())
 	e.submit(t, reply("r-restart", conv, "hello"))
 
-	waitFor(t, 10*time.Second, "the first outbox to hold the conversation", func() bool {
+	wait.For(t, 10*time.Second, "the first outbox to hold the conversation", func() bool {
 		_, err := e.reg.Outbox.Get(testContext(t, time.Second), holdKey(string(conv)))
 		return err == nil
 	})
@@ -317,7 +318,7 @@ func TestARestartResumesADurableRetryAndSendsOnce(t *testing.T) {
 	if got := second.deliveredParts(); !slices.Equal(got, []string{"hello"}) {
 		t.Errorf("second outbox delivered %v, want [hello] once", got)
 	}
-	waitFor(t, 5*time.Second, "the hold to be cleared", func() bool {
+	wait.For(t, 5*time.Second, "the hold to be cleared", func() bool {
 		_, err := e.reg.Outbox.Get(testContext(t, time.Second), holdKey(string(conv)))
 		return err != nil
 	})

@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/parley-gateway/parley/connectors/kit"
 )
 
 // pacer keeps the earliest time the next message may go to each
@@ -28,7 +30,7 @@ func (p *pacer) wait(ctx context.Context, conv string) bool {
 			return true
 		}
 		// Loop: a retry-after may have pushed the time further meanwhile.
-		if !sleep(ctx, d) {
+		if !kit.Sleep(ctx, d) {
 			return false
 		}
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/parley-gateway/parley/connectors/telegram/telegramsim"
 	"github.com/parley-gateway/parley/internal/bus"
+	"github.com/parley-gateway/parley/internal/wait"
 	"github.com/parley-gateway/parley/normalize"
 )
 
@@ -219,13 +220,13 @@ func mustFreeAddr(t *testing.T) string {
 	return a
 }
 
+// waitCond polls cond for up to d and returns an error when it never held:
+// the callers fail in their own words, with the child process's output.
 func waitCond(d time.Duration, cond func() bool) error {
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("condition not met within %s", d)
-		}
-		time.Sleep(10 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	if !wait.Poll(ctx, cond) {
+		return fmt.Errorf("condition not met within %s", d)
 	}
 	return nil
 }

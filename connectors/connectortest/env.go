@@ -23,6 +23,7 @@ import (
 	"github.com/parley-gateway/parley/internal/ledger"
 	"github.com/parley-gateway/parley/internal/media"
 	"github.com/parley-gateway/parley/internal/metrics"
+	"github.com/parley-gateway/parley/internal/wait"
 	"github.com/parley-gateway/parley/normalize"
 )
 
@@ -221,19 +222,11 @@ func (e *Env) WaitEvents(ctx context.Context, t testing.TB, n int) []*normalize.
 }
 
 // WaitFor polls cond every few milliseconds until it holds, and fails the
-// test naming what it waited for when ctx ends first. It is the one bounded
-// wait of Parley's tests.
+// test naming what it waited for when ctx ends first: wait.Until, for the
+// connectors' tests that already wait through this package.
 func WaitFor(ctx context.Context, t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting until %s", what)
-		case <-tick.C:
-		}
-	}
+	wait.Until(ctx, t, what, cond)
 }
 
 // Publisher is ingest's publisher, as Parley wires it, with an outage

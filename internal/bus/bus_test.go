@@ -11,19 +11,8 @@ import (
 
 	"github.com/parley-gateway/parley/internal/bus"
 	"github.com/parley-gateway/parley/internal/bustest"
+	"github.com/parley-gateway/parley/internal/wait"
 )
-
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 func boundedCtx(t *testing.T, d time.Duration) context.Context {
 	t.Helper()
@@ -173,7 +162,7 @@ func TestOpenExternalWhileServerDownSucceedsAndConnectsLater(t *testing.T) {
 		t.Errorf("ClientURL() = %q, want %q", got, url)
 	}
 	restart()
-	waitFor(t, 10*time.Second, "connection", func() bool { return b.Status().Connected })
+	wait.For(t, 10*time.Second, "connection", func() bool { return b.Status().Connected })
 	if st := b.Status(); st.State != "connected" || strings.Contains(st.URL, "s3cret") {
 		t.Errorf("Status() = %+v", st)
 	}

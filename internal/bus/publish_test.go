@@ -12,6 +12,7 @@ import (
 
 	"github.com/parley-gateway/parley/internal/bus"
 	"github.com/parley-gateway/parley/internal/bustest"
+	"github.com/parley-gateway/parley/internal/wait"
 )
 
 func TestPublishSetsHeadersAndReportsDuplicates(t *testing.T) {
@@ -155,7 +156,7 @@ func TestPublishFailsAsNotDurableWhenTheServerIsDownAndSucceedsAfterRestart(t *t
 	}
 
 	stop()
-	waitFor(t, 5*time.Second, "the client to notice the outage", func() bool { return !b.Status().Connected })
+	wait.For(t, 5*time.Second, "the client to notice the outage", func() bool { return !b.Status().Connected })
 
 	for _, tc := range []struct {
 		name string
@@ -185,7 +186,7 @@ func TestPublishFailsAsNotDurableWhenTheServerIsDownAndSucceedsAfterRestart(t *t
 	}
 
 	restart()
-	waitFor(t, 10*time.Second, "reconnection", func() bool { return b.Status().Connected })
+	wait.For(t, 10*time.Second, "reconnection", func() bool { return b.Status().Connected })
 	for _, msgs := range [][]bus.Message{single, batch} {
 		res, err := b.Publish(boundedCtx(t, 10*time.Second), msgs...)
 		if err != nil {
@@ -213,7 +214,7 @@ func TestPublishRidesThroughAShortOutage(t *testing.T) {
 	}
 
 	stop()
-	waitFor(t, 5*time.Second, "the client to notice the outage", func() bool { return !b.Status().Connected })
+	wait.For(t, 5*time.Second, "the client to notice the outage", func() bool { return !b.Status().Connected })
 	done := make(chan error, 1)
 	go func() {
 		_, err := b.Publish(boundedCtx(t, 20*time.Second), msgs...)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/parley-gateway/parley/internal/bus"
 	"github.com/parley-gateway/parley/internal/bustest"
+	"github.com/parley-gateway/parley/internal/wait"
 )
 
 func TestStartGivesAReadyEmbeddedBus(t *testing.T) {
@@ -46,10 +47,10 @@ func TestStartServerRestartsOnTheSamePortWithTheSameStore(t *testing.T) {
 
 	stop()
 	stop() // idempotent
-	waitFor(t, 5*time.Second, func() bool { return !b.Status().Connected })
+	wait.For(t, 5*time.Second, "the client to notice the server is down", func() bool { return !b.Status().Connected })
 	restart()
 	restart() // idempotent
-	waitFor(t, 10*time.Second, func() bool { return b.Status().Connected })
+	wait.For(t, 10*time.Second, "the client to reconnect", func() bool { return b.Status().Connected })
 
 	res, err := b.Publish(ctx, bus.Message{Subject: subj, MsgID: "e_1"})
 	if err != nil {
@@ -57,16 +58,5 @@ func TestStartServerRestartsOnTheSamePortWithTheSameStore(t *testing.T) {
 	}
 	if !res[0].Duplicate {
 		t.Errorf("re-publish after restart = %+v, want a duplicate: the store must survive", res[0])
-	}
-}
-
-func waitFor(t *testing.T, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s", timeout)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

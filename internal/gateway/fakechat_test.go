@@ -19,6 +19,7 @@ import (
 	"github.com/parley-gateway/parley/internal/directory"
 	"github.com/parley-gateway/parley/internal/gateway"
 	"github.com/parley-gateway/parley/internal/media"
+	"github.com/parley-gateway/parley/internal/wait"
 	"github.com/parley-gateway/parley/normalize"
 )
 
@@ -68,7 +69,7 @@ func TestWebhookPhotoEndsStoredInTheObjectStore(t *testing.T) {
 			t.Error("media worker did not stop")
 		}
 	})
-	waitFor(t, 10*time.Second, "the connector to run", func() bool { return statusOf(rg.g, "fc-eu").State == normalize.StateRunning })
+	wait.For(t, 10*time.Second, "the connector to run", func() bool { return statusOf(rg.g, "fc-eu").State == normalize.StateRunning })
 
 	photo := bytes.Repeat([]byte("\xff\xd8\xff\xe0 a photo of a parcel "), 20000)
 	att := sim.AddMedia(fakechatsim.DefaultAccount, photo, "image/jpeg", "parcel.jpg")
@@ -79,7 +80,7 @@ func TestWebhookPhotoEndsStoredInTheObjectStore(t *testing.T) {
 	}
 
 	var msg, stored *normalize.Event
-	waitFor(t, 15*time.Second, "message.received and media.stored", func() bool {
+	wait.For(t, 15*time.Second, "message.received and media.stored", func() bool {
 		msg, stored = nil, nil
 		for _, ev := range allEvents(t, r) {
 			switch ev.Type {

@@ -16,22 +16,11 @@ import (
 	"github.com/parley-gateway/parley/internal/bustest"
 	"github.com/parley-gateway/parley/internal/gateway"
 	"github.com/parley-gateway/parley/internal/metrics"
+	"github.com/parley-gateway/parley/internal/wait"
 	"github.com/parley-gateway/parley/normalize"
 )
 
 const region = "eu"
-
-// waitFor polls cond until it holds or within passes.
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond) // polling interval, bounded by the deadline above
-	}
-}
 
 type running struct {
 	g      *gateway.Gateway
@@ -245,20 +234,20 @@ func TestStateEventsFollowHealthChanges(t *testing.T) {
 	o.Metrics = met
 	rg := start(t, o)
 
-	waitFor(t, 5*time.Second, "the connector to run", func() bool { return statusOf(rg.g, "tc").State == normalize.StateRunning })
+	wait.For(t, 5*time.Second, "the connector to run", func() bool { return statusOf(rg.g, "tc").State == normalize.StateRunning })
 	if !rg.g.Ready() {
 		t.Error("gateway with a running connector is not ready")
 	}
 	conn := p.conn("tc@a")
 	conn.health.Platform(&kit.Problem{Reason: "platform API unreachable"})
-	waitFor(t, 5*time.Second, "the degraded state event", func() bool {
+	wait.For(t, 5*time.Second, "the degraded state event", func() bool {
 		return hasState(stateEvents(t, r, "tc"), normalize.StateDegraded, "platform API unreachable")
 	})
 	if s := statusOf(rg.g, "tc"); s.State != normalize.StateDegraded || s.Reason != "platform API unreachable" {
 		t.Errorf("status %+v", s)
 	}
 	conn.health.Platform(nil)
-	waitFor(t, 5*time.Second, "the running state event after degraded", func() bool {
+	wait.For(t, 5*time.Second, "the running state event after degraded", func() bool {
 		evs := stateEvents(t, r, "tc")
 		return len(evs) > 0 && evs[len(evs)-1].Data.State.State == normalize.StateRunning && hasState(evs, normalize.StateDegraded, "")
 	})
@@ -302,9 +291,9 @@ func TestFailedRunIsRestartedAndItsStateSaysWhy(t *testing.T) {
 	p := newProbe()
 	rg := start(t, options(b, r, "a", spec("tc", "a", testConfig{Probe: p, FailRuns: 2, FailWith: "token revoked"})))
 
-	waitFor(t, 5*time.Second, "the third run", func() bool { return p.runsOf("tc") >= 3 })
-	waitFor(t, 5*time.Second, "running after restarts", func() bool { return statusOf(rg.g, "tc").State == normalize.StateRunning })
-	waitFor(t, 5*time.Second, "the failure and recovery events", func() bool {
+	wait.For(t, 5*time.Second, "the third run", func() bool { return p.runsOf("tc") >= 3 })
+	wait.For(t, 5*time.Second, "running after restarts", func() bool { return statusOf(rg.g, "tc").State == normalize.StateRunning })
+	wait.For(t, 5*time.Second, "the failure and recovery events", func() bool {
 		evs := stateEvents(t, r, "tc")
 		return hasState(evs, normalize.StateStopped, "run failed: token revoked") &&
 			len(evs) > 0 && evs[len(evs)-1].Data.State.State == normalize.StateRunning
@@ -326,10 +315,10 @@ func TestPanickingRunIsRestarted(t *testing.T) {
 	r := bustest.ProvisionRegion(t, b, region)
 	p := newProbe()
 	rg := start(t, options(b, r, "a", spec("tc", "a", testConfig{Probe: p, PanicRuns: 1})))
-	waitFor(t, 5*time.Second, "running after the panic", func() bool {
+	wait.For(t, 5*time.Second, "running after the panic", func() bool {
 		return p.runsOf("tc") == 2 && statusOf(rg.g, "tc").State == normalize.StateRunning
 	})
-	waitFor(t, 5*time.Second, "the panic's state event", func() bool {
+	wait.For(t, 5*time.Second, "the panic's state event", func() bool {
 		return hasState(stateEvents(t, r, "tc"), normalize.StateStopped, "run panicked: nil map write")
 	})
 }
@@ -359,8 +348,8 @@ func TestConnectorThatKeepsFailingIsNotReady(t *testing.T) {
 			tt.cfg.Probe = newProbe()
 			rg := start(t, options(b, r, "a", spec(tt.id, "a", tt.cfg)))
 			id := tt.id
-			waitFor(t, 5*time.Second, "a few restarts", func() bool { return tt.cfg.Probe.runsOf(id) >= 3 })
-			waitFor(t, 5*time.Second, "the failure state", func() bool {
+			wait.For(t, 5*time.Second, "a few restarts", func() bool { return tt.cfg.Probe.runsOf(id) >= 3 })
+			wait.For(t, 5*time.Second, "the failure state", func() bool {
 				s := statusOf(rg.g, id)
 				return s.State == tt.wantState && strings.Contains(s.Reason, "run failed: "+tt.cfg.FailWith)
 			})
@@ -380,20 +369,20 @@ func TestExclusiveConnectorRunsOnOneInstanceAndMoves(t *testing.T) {
 	gb := start(t, options(b, r, "b", spec("poller", "b", cfg)))
 	byName := map[string]*running{"poller@a": ga, "poller@b": gb}
 
-	waitFor(t, 5*time.Second, "one instance to run the poller", func() bool { return len(p.runningOn("poller")) == 1 })
+	wait.For(t, 5*time.Second, "one instance to run the poller", func() bool { return len(p.runningOn("poller")) == 1 })
 	first := p.runningOn("poller")[0]
 	holder := byName[first]
 	other, otherName := gb, "poller@b"
 	if holder == gb {
 		other, otherName = ga, "poller@a"
 	}
-	waitFor(t, 5*time.Second, "the holder to read running", func() bool {
+	wait.For(t, 5*time.Second, "the holder to read running", func() bool {
 		return statusOf(holder.g, "poller").State == normalize.StateRunning
 	})
 	if s := statusOf(holder.g, "poller"); !s.LeaseHeld || !s.Exclusive {
 		t.Errorf("holder status %+v", s)
 	}
-	waitFor(t, 5*time.Second, "the other instance to stand by", func() bool {
+	wait.For(t, 5*time.Second, "the other instance to stand by", func() bool {
 		return statusOf(other.g, "poller").State == gateway.StateStandby
 	})
 	if s := statusOf(other.g, "poller"); s.LeaseHeld || !strings.Contains(s.Reason, "another instance") {
@@ -420,11 +409,11 @@ func TestExclusiveConnectorRunsOnOneInstanceAndMoves(t *testing.T) {
 	}
 
 	holder.stop(t)
-	waitFor(t, 10*time.Second, "the poller to move to "+otherName, func() bool {
+	wait.For(t, 10*time.Second, "the poller to move to "+otherName, func() bool {
 		on := p.runningOn("poller")
 		return len(on) == 1 && on[0] == otherName
 	})
-	waitFor(t, 5*time.Second, "the new holder to read running with the lease", func() bool {
+	wait.For(t, 5*time.Second, "the new holder to read running with the lease", func() bool {
 		s := statusOf(other.g, "poller")
 		return s.State == normalize.StateRunning && s.LeaseHeld
 	})
@@ -460,11 +449,11 @@ func TestAConnectorThatNeedsAnOperatorWaitsForAReload(t *testing.T) {
 	sp.Version = "v1"
 	rg := start(t, options(b, r, "a", sp))
 
-	waitFor(t, 5*time.Second, "the operator's state", func() bool {
+	wait.For(t, 5*time.Second, "the operator's state", func() bool {
 		s := statusOf(rg.g, "tc")
 		return s.State == normalize.StateBadCredentials && strings.Contains(s.Action, "renew the token") && strings.Contains(s.Action, "reload")
 	})
-	waitFor(t, 5*time.Second, "its state event", func() bool {
+	wait.For(t, 5*time.Second, "its state event", func() bool {
 		return hasState(stateEvents(t, r, "tc"), normalize.StateBadCredentials, "token revoked")
 	})
 	// Proving a negative: RestartMax (200ms) passes several times over
@@ -478,7 +467,7 @@ func TestAConnectorThatNeedsAnOperatorWaitsForAReload(t *testing.T) {
 	if err := rg.g.Reload([]gateway.Spec{sp}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the resumed run", func() bool { return p.runsOf("tc") == 2 })
+	wait.For(t, 5*time.Second, "the resumed run", func() bool { return p.runsOf("tc") == 2 })
 
 	// New settings: rebuilt and running.
 	fixed := spec("tc", "a", testConfig{Probe: p})
@@ -486,7 +475,7 @@ func TestAConnectorThatNeedsAnOperatorWaitsForAReload(t *testing.T) {
 	if err := rg.g.Reload([]gateway.Spec{fixed}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "running with the new settings", func() bool {
+	wait.For(t, 5*time.Second, "running with the new settings", func() bool {
 		return p.runsOf("tc") == 3 && statusOf(rg.g, "tc").State == normalize.StateRunning
 	})
 
@@ -505,7 +494,7 @@ func TestReloadRestartsARunningConnectorWithItsNewSettings(t *testing.T) {
 	sp := spec("tc", "a", testConfig{Probe: p})
 	sp.Version = "v1"
 	rg := start(t, options(b, r, "a", sp))
-	waitFor(t, 5*time.Second, "running", func() bool { return statusOf(rg.g, "tc").State == normalize.StateRunning })
+	wait.For(t, 5*time.Second, "running", func() bool { return statusOf(rg.g, "tc").State == normalize.StateRunning })
 	if err := rg.g.Reload([]gateway.Spec{sp}); err != nil {
 		t.Fatal(err)
 	}
@@ -514,7 +503,7 @@ func TestReloadRestartsARunningConnectorWithItsNewSettings(t *testing.T) {
 	if err := rg.g.Reload([]gateway.Spec{changed}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the second run", func() bool { return p.runsOf("tc") == 2 })
+	wait.For(t, 5*time.Second, "the second run", func() bool { return p.runsOf("tc") == 2 })
 	if _, ok := rg.g.Webhook("tc"); !ok {
 		t.Error("the rebuilt connector's webhook is not served")
 	}

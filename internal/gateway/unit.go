@@ -12,6 +12,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 
 	"github.com/parley-gateway/parley/connectors"
+	"github.com/parley-gateway/parley/connectors/kit"
 	"github.com/parley-gateway/parley/internal/bus"
 	"github.com/parley-gateway/parley/internal/ingest"
 	"github.com/parley-gateway/parley/normalize"
@@ -231,7 +232,7 @@ func (u *unit) runExclusive(ctx context.Context) {
 		u.log.Error("connector lease unavailable", "lease", key, "error", err, "retry_after", d)
 		u.setOverlay(u.supervisorState(normalize.StateStopped, "lease unavailable: "+err.Error(),
 			"check the leases bucket "+bus.BucketName(bus.BucketLeases, spec.Region)), false)
-		if !sleep(ctx, d) {
+		if !kit.Sleep(ctx, d) {
 			u.setOverlay(u.supervisorState(normalize.StateStopped, "shutting down", ""), false)
 			return
 		}
@@ -459,21 +460,9 @@ func (u *unit) publishStates(ctx context.Context) {
 			}
 			d := bo.NextBackOff()
 			u.log.Warn("publishing connector state; retrying", "error", err, "retry_after", d)
-			if !sleep(ctx, d) {
+			if !kit.Sleep(ctx, d) {
 				return
 			}
 		}
-	}
-}
-
-// sleep waits d or until ctx ends; it reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }

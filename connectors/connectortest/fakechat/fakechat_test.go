@@ -10,6 +10,7 @@ import (
 
 	"github.com/parley-gateway/parley/connectors"
 	"github.com/parley-gateway/parley/connectors/kit"
+	"github.com/parley-gateway/parley/internal/wait"
 	"github.com/parley-gateway/parley/normalize"
 )
 
@@ -43,7 +44,7 @@ func TestRunReportsRunningAndReturnsWhenCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- e.c.Run(ctx) }()
-	waitFor(t, "running", func() bool { return e.c.Health().State == normalize.StateRunning })
+	wait.For(t, 10*time.Second, "running", func() bool { return e.c.Health().State == normalize.StateRunning })
 	cancel()
 	select {
 	case err := <-done:
@@ -73,7 +74,7 @@ func TestRunRecoversFromAStorageOutageByProbing(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- e.c.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	waitFor(t, "running", func() bool { return e.c.Health().State == normalize.StateRunning })
+	wait.For(t, 10*time.Second, "running", func() bool { return e.c.Health().State == normalize.StateRunning })
 
 	e.pub.setDown(true)
 	if err := e.c.inbound.Store(t.Context(), []kit.Update{one(testEvent(t))}); !errors.Is(err, connectors.ErrNotDurable) {
@@ -83,7 +84,7 @@ func TestRunRecoversFromAStorageOutageByProbing(t *testing.T) {
 		t.Fatalf("health %s, want degraded", got)
 	}
 	e.pub.setDown(false)
-	waitFor(t, "running after a probe", func() bool { return e.c.Health().State == normalize.StateRunning })
+	wait.For(t, 10*time.Second, "running after a probe", func() bool { return e.c.Health().State == normalize.StateRunning })
 }
 
 // testEvent is one valid event of the connector.

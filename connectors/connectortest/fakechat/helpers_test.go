@@ -272,24 +272,6 @@ func startSim(t *testing.T, opts fakechatsim.Options) *fakechatsim.Server {
 	return s
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		select {
-		case <-tick.C:
-		case <-t.Context().Done():
-			t.Fatalf("test ended waiting for %s", what)
-		}
-	}
-}
-
 // Customers of the tests.
 var (
 	maria = fakechatsim.User{ID: "cust_412", Name: "María López", Username: "marialopez", Language: "es"}

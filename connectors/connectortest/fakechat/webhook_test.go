@@ -13,6 +13,7 @@ import (
 	"github.com/parley-gateway/parley/connectors"
 	"github.com/parley-gateway/parley/connectors/connectortest/fakechat/fakechatsim"
 	"github.com/parley-gateway/parley/connectors/simkit"
+	"github.com/parley-gateway/parley/internal/wait"
 	"github.com/parley-gateway/parley/normalize"
 )
 
@@ -110,7 +111,7 @@ func TestWebhookAnswers503UntilStorageIsBackAndTheRetryStoresOnce(t *testing.T) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a 503 answer", func() bool {
+	wait.For(t, 10*time.Second, "a 503 answer", func() bool {
 		return slices.ContainsFunc(sim.Attempts(), func(a simkit.Attempt) bool { return a.Status == http.StatusServiceUnavailable })
 	})
 	if got := e.c.Health().State; got != normalize.StateDegraded {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/go-telegram/bot/models"
+
+	"github.com/parley-gateway/parley/connectors/kit"
 )
 
 // fileEntry is a file the bot can fetch with getFile and download.
@@ -111,7 +113,7 @@ func (s *Sim) serveFile(w http.ResponseWriter, r *http.Request, rest string) {
 		return
 	}
 	if f, ok := s.takeFailure(FileDownloadKey, &params{}); ok {
-		if !sleepCtx(r.Context(), f.Delay) {
+		if !kit.Sleep(r.Context(), f.Delay) {
 			return
 		}
 		if f.Drop {

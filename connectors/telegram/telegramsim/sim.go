@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/go-telegram/bot/models"
+
+	"github.com/parley-gateway/parley/connectors/kit"
 )
 
 // DefaultToken is the token used when Options.Token is empty.
@@ -428,11 +430,11 @@ func (s *Sim) serveMethod(w http.ResponseWriter, r *http.Request, token, name st
 	if aerr != nil {
 		return fail(aerr)
 	}
-	if !sleepCtx(r.Context(), s.opts.Latency) {
+	if !kit.Sleep(r.Context(), s.opts.Latency) {
 		return fail(&apiError{Code: http.StatusInternalServerError, Description: DescInternalError})
 	}
 	if f, ok := s.takeFailure(name, p); ok {
-		if !sleepCtx(r.Context(), f.Delay) {
+		if !kit.Sleep(r.Context(), f.Delay) {
 			return fail(&apiError{Code: http.StatusInternalServerError, Description: DescInternalError})
 		}
 		if f.Drop {
@@ -453,21 +455,6 @@ func (s *Sim) serveMethod(w http.ResponseWriter, r *http.Request, token, name st
 	s.log.Debug("telegramsim answered", "method", name)
 	writeResult(w, result)
 	return http.StatusOK
-}
-
-// sleepCtx waits d and reports whether it did so before ctx ended.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return true
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // dropConnection closes the client connection without an answer.
