@@ -22,7 +22,9 @@ func Validate[S any](raw connectors.Settings, resolve func(S) []connectors.Probl
 		}
 	}
 	for _, p := range resolve(s) {
-		if !slices.ContainsFunc(problems, func(q connectors.Problem) bool { return q.Path == p.Path }) {
+		// A value the decoder reported is not reported again; a problem of
+		// the whole block (no path) is never a duplicate of another.
+		if p.Path == "" || !slices.ContainsFunc(problems, func(q connectors.Problem) bool { return q.Path == p.Path }) {
 			problems = append(problems, p)
 		}
 	}
