@@ -105,22 +105,18 @@ func ListDLQ(ctx context.Context, b *bus.Bus, region string) ([]DeadLetter, erro
 	if err != nil {
 		return nil, err
 	}
-	filter := b.Subjects().DLQs(region)
 	var out []DeadLetter
-	for seq := uint64(1); ; {
-		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("reading dead letters of region %s: %w", region, err)
-		}
-		seq = m.Sequence + 1
+	err = bus.Scan(ctx, s, b.Subjects().DLQs(region), func(m *jetstream.RawStreamMsg) error {
 		if info, err := bus.ParseSubject(m.Subject); err == nil && info.Kind == bus.InboundKind {
-			continue
+			return nil
 		}
 		out = append(out, toDeadLetter(m))
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading dead letters of region %s: %w", region, err)
 	}
+	return out, nil
 }
 
 func toDeadLetter(m *jetstream.RawStreamMsg) DeadLetter {

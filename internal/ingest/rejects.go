@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -122,20 +121,11 @@ func ListRejected(ctx context.Context, b *bus.Bus, region string) ([]RejectedUpd
 	if err != nil {
 		return nil, fmt.Errorf("opening the dead-letter stream of region %s: %w", region, err)
 	}
-	filter := b.Subjects().DLQs(region)
 	var out []RejectedUpdate
-	for seq := uint64(1); ; {
-		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("reading dead letters of region %s: %w", region, err)
-		}
-		seq = m.Sequence + 1
+	err = bus.Scan(ctx, s, b.Subjects().DLQs(region), func(m *jetstream.RawStreamMsg) error {
 		info, err := bus.ParseSubject(m.Subject)
 		if err != nil || info.Kind != bus.InboundKind {
-			continue
+			return nil
 		}
 		size, _ := strconv.Atoi(m.Header.Get(HeaderRejectSize))
 		out = append(out, RejectedUpdate{
@@ -143,5 +133,10 @@ func ListRejected(ctx context.Context, b *bus.Bus, region string) ([]RejectedUpd
 			Reason: m.Header.Get(HeaderRejectReason), Detail: m.Header.Get(HeaderRejectDetail),
 			UpdateID: m.Header.Get(HeaderRejectUpdate), Size: size, Kept: len(m.Data), At: m.Time,
 		})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading dead letters of region %s: %w", region, err)
 	}
+	return out, nil
 }
