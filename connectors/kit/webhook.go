@@ -35,8 +35,8 @@ const retryAfterSeconds = "5"
 // handshake of platforms that have one.
 type Webhook struct {
 	// Budget is how long the platform waits for an answer (Slack 3s; Meta
-	// recommends 5s). The handler stops working on the request at
-	// Deadline(Budget) and answers 503.
+	// recommends 5s; 0 is DefaultBudget). The handler stops working on the
+	// request at Deadline(Budget) and answers 503.
 	Budget time.Duration
 	// MaxBody bounds the body (0: DefaultMaxBody).
 	MaxBody int64
@@ -65,10 +65,17 @@ type Webhook struct {
 	Log     *slog.Logger
 }
 
+// DefaultBudget is the answer budget of a Webhook that states none.
+const DefaultBudget = 5 * time.Second
+
 // Deadline is the share of an answer budget a handler may spend working:
-// the budget less a tenth (at least 200ms) for the answer to travel.
+// the budget less a tenth (at least 200ms) for the answer to travel, but
+// never less than half the budget; a budget of 0 is DefaultBudget.
 func Deadline(budget time.Duration) time.Duration {
-	return budget - max(budget/10, 200*time.Millisecond)
+	if budget <= 0 {
+		budget = DefaultBudget
+	}
+	return max(budget-max(budget/10, 200*time.Millisecond), budget/2)
 }
 
 var defaultOK = []byte(`{"ok":true}`)
@@ -155,7 +162,11 @@ func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *Webhook) unavailable(w http.ResponseWriter, log *slog.Logger, ctx context.Context, err error) {
 	reason := "events cannot be stored right now"
 	if ctx.Err() != nil {
-		reason = "events could not be stored within the answer budget of " + h.Budget.String()
+		budget := h.Budget
+		if budget <= 0 {
+			budget = DefaultBudget
+		}
+		reason = "events could not be stored within the answer budget of " + budget.String()
 	}
 	log.Warn("answering 503 to a webhook request", "reason", reason, "error", err)
 	w.Header().Set("Retry-After", retryAfterSeconds)
