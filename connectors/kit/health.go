@@ -41,6 +41,7 @@ type Health struct {
 	curMu    sync.Mutex
 	current  connectors.Health
 	started  bool
+	ended    bool // Run returned: stopped until the next Begin
 	fatal    *fatal
 	storage  *Problem
 	platform *Problem
@@ -72,7 +73,7 @@ func (h *Health) Get() connectors.Health {
 func (h *Health) Begin() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.started, h.fatal, h.storage, h.platform = false, nil, nil, nil
+	h.started, h.ended, h.fatal, h.storage, h.platform = false, false, nil, nil, nil
 	h.publishLocked()
 }
 
@@ -81,10 +82,8 @@ func (h *Health) Begin() {
 func (h *Health) End() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.started = false
-	if h.fatal == nil {
-		h.setLocked(normalize.StateStopped, "", "")
-	}
+	h.started, h.ended = false, true
+	h.publishLocked()
 }
 
 // Started records that the connector receives: running, unless a problem
@@ -175,6 +174,10 @@ func (h *Health) publishLocked() {
 	switch {
 	case h.fatal != nil:
 		h.setLocked(h.fatal.state, h.fatal.Reason, h.fatal.Action)
+	case h.ended:
+		// A send or a straggling goroutine learning something after Run
+		// returned does not make a stopped connector look alive.
+		h.setLocked(normalize.StateStopped, "", "")
 	case h.storage != nil:
 		h.setLocked(normalize.StateDegraded, h.storage.Reason, h.storage.Action)
 	case h.platform != nil:

@@ -287,3 +287,23 @@ func TestHealthWatchStorageWithoutAProberWaitsForItsContext(t *testing.T) {
 		t.Errorf("health = %s, want degraded: nothing could prove storage is back", got)
 	}
 }
+
+func TestHealthStaysStoppedAfterEnd(t *testing.T) {
+	var log []connectors.Health
+	h := kit.NewHealth(connectors.Deps{OnHealth: func(hl connectors.Health) { log = append(log, hl) }})
+	h.Begin()
+	h.Started()
+	h.End()
+	h.Platform(&kit.Problem{Reason: "a send failed after Run returned"})
+	h.Storage(&kit.Problem{Reason: "a late store failed"})
+	if got := h.Get().State; got != normalize.StateStopped {
+		t.Errorf("state %s after End and late problems, want stopped", got)
+	}
+	if n := len(log); n != 2 || log[1].State != normalize.StateStopped {
+		t.Errorf("reported %v, want running, then stopped once", log)
+	}
+	h.Begin() // the next Run starts afresh
+	if got := h.Get().State; got != normalize.StateStarting {
+		t.Errorf("state %s after Begin, want starting", got)
+	}
+}
