@@ -138,7 +138,7 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 			return err
 		}
 	}
-	fmt.Fprintf(env.stdout, "\nEvery step held on %d platforms. The whole demo took %s.\n", len(platforms), time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(env.stdout, "\nEvery step held on %s. The whole demo took %s.\n", strings.Join(names, ", "), time.Since(start).Round(time.Millisecond))
 
 	if *keep {
 		fmt.Fprintf(env.stdout, "\nThe gateway keeps running (Ctrl-C to stop). Try:\n")

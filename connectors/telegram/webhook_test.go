@@ -16,6 +16,7 @@ import (
 	"github.com/parley-gateway/parley/connectors"
 	"github.com/parley-gateway/parley/connectors/connectortest"
 	"github.com/parley-gateway/parley/connectors/telegram/telegramsim"
+	"github.com/parley-gateway/parley/internal/wait"
 	"github.com/parley-gateway/parley/normalize"
 )
 
@@ -295,13 +296,7 @@ func TestWebhookConnectorReportsRunningOnceStorageIsBackWithoutNewTraffic(t *tes
 	t.Cleanup(func() { cancel(); <-done })
 	waitState := func(want normalize.State) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for w.c.Health().State != want {
-			if time.Now().After(deadline) {
-				t.Fatalf("health %s, want %s", w.c.Health().State, want)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		wait.For(t, 10*time.Second, "health "+string(want), func() bool { return w.c.Health().State == want })
 	}
 	waitState(normalize.StateRunning)
 

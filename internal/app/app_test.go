@@ -13,6 +13,7 @@ import (
 	"github.com/parley-gateway/parley/connectors/connectortest/fakechat"
 	"github.com/parley-gateway/parley/connectors/connectortest/fakechat/fakechatsim"
 	"github.com/parley-gateway/parley/connectors/registry"
+	"github.com/parley-gateway/parley/internal/wait"
 )
 
 func parseConfig(t *testing.T, yaml string) *config.Config {
@@ -81,20 +82,14 @@ func TestNewLeavesNothingRunningWhenAConnectorCannotBeBuilt(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- a.Run(runCtx) }()
 
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	wait.For(t, 10*time.Second, "the gateway to be ready", func() bool {
 		resp, err := http.Get("http://" + a.HTTPAddr() + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("gateway not ready within 10s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
 	stop()
 	select {
 	case err := <-done:
