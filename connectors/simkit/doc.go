@@ -1,7 +1,8 @@
 // Package simkit is what every platform simulator (connectors/<platform>/
 // <platform>sim) would otherwise write for itself: injected failures keyed
 // by an API method or endpoint, a bounded record of the requests served, a
-// webhook pusher that signs and retries like a platform, a per-key rate
+// webhook pusher that signs and retries like a platform (each push on its
+// schedule, or backing off the endpoint as a whole), a per-key rate
 // limiter that answers with a retry-after, and the Demo interface that
 // `parley demo` drives.
 //

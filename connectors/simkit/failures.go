@@ -2,6 +2,7 @@ package simkit
 
 import (
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -113,12 +114,15 @@ func (fs *Failures) FailNext(key string, n int, f Failure) {
 	fs.rules = append(fs.rules, &failRule{key: key, n: n, f: f})
 }
 
-// Take consumes the first failure that applies to a request of key.
-func (fs *Failures) Take(key string) (Failure, bool) {
+// Take consumes the first failure, in the order added, that applies to a
+// request known by any of keys: a request may be known by its method and
+// by what it addresses (Telegram fails a method, or every call to one
+// chat), and one rule list keeps the order between both kinds.
+func (fs *Failures) Take(keys ...string) (Failure, bool) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	for i, r := range fs.rules {
-		if r.key != key && r.key != AnyKey {
+		if r.key != AnyKey && !slices.Contains(keys, r.key) {
 			continue
 		}
 		r.n--

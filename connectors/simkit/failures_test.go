@@ -60,6 +60,28 @@ func TestFailuresAnyKeyServesTheFirstKeyAsked(t *testing.T) {
 	}
 }
 
+func TestFailuresTakeByAnyOfSeveralKeysKeepsTheOrderAdded(t *testing.T) {
+	var fs simkit.Failures
+	fs.FailNext("chat:1", 1, simkit.Status(403, nil))
+	fs.FailNext("send", 1, simkit.Status(500, nil))
+	fs.FailNext("chat:2", 1, simkit.Status(400, nil))
+
+	for _, want := range []int{500, 400} {
+		if f, ok := fs.Take("send", "chat:2"); !ok || f.Status != want {
+			t.Fatalf("Take(send, chat:2) = %d, %v; want %d", f.Status, ok, want)
+		}
+	}
+	if _, ok := fs.Take("send"); ok {
+		t.Fatal("the send rule applied twice")
+	}
+	if f, ok := fs.Take("send", "chat:1"); !ok || f.Status != 403 {
+		t.Fatalf("Take(send, chat:1) = %d, %v; want the chat:1 rule", f.Status, ok)
+	}
+	if _, ok := fs.Take(); ok {
+		t.Fatal("a request with no key took a failure")
+	}
+}
+
 func TestFailuresConcurrentTakesConsumeEachOnce(t *testing.T) {
 	var fs simkit.Failures
 	fs.FailNext("send", 100, simkit.Status(503, nil))

@@ -42,6 +42,8 @@ var (
 	ErrNoURL = errors.New("no webhook URL")
 	// ErrClosed: the pusher was closed before the delivery was acknowledged.
 	ErrClosed = errors.New("pusher closed")
+	// ErrWithdrawn: the push's Wanted said no before an attempt.
+	ErrWithdrawn = errors.New("webhook delivery withdrawn")
 )
 
 // PusherOptions configures a Pusher.
@@ -55,6 +57,20 @@ type PusherOptions struct {
 	// Retries are the waits between attempts after a non-2xx answer or a
 	// transport error: len(Retries)+1 attempts in all. nil: one attempt.
 	Retries []time.Duration
+	// Backoff, when set, replaces Retries: the pusher backs off the
+	// endpoint rather than each push, as Telegram does. After n failed
+	// attempts in a row, of whichever pushes (a 2xx answer sets n back to
+	// 0), the next attempt waits until Backoff(n) has passed since the
+	// last failure, even when it is another push's first. Each push is
+	// given up after MaxAttempts attempts; 0 retries it until it is
+	// acknowledged or withdrawn, its context ends or Close.
+	Backoff     func(n int) time.Duration
+	MaxAttempts int
+	// OnAttempt, when set, is called from the pusher's worker after each
+	// attempt, before any wait, so that a simulator can show delivery
+	// state as its platform does (Telegram's getWebhookInfo). It must not
+	// wait for the pusher (Push, Flush, Close).
+	OnAttempt func(Attempt)
 	// Timeout bounds one attempt (0: DefaultPushTimeout).
 	Timeout time.Duration
 	// Header is set on every request; Content-Type defaults to
@@ -73,12 +89,31 @@ type Push struct {
 	// signs with the wrong secret. Unsigned sends no signature.
 	Sign func(r *http.Request, body []byte)
 	// Once makes one attempt, whatever the schedule: a forger or a broken
-	// client does not retry.
+	// client does not retry. It neither waits for nor moves a Backoff.
 	Once bool
+	// Wanted, when set, is asked before each attempt, after any wait;
+	// false withdraws the push (ErrWithdrawn) without cutting an attempt
+	// short: Telegram stops retrying an update dropped from its queue.
+	Wanted func() bool
 }
 
 // Unsigned is a Push.Sign that signs nothing.
 func Unsigned(*http.Request, []byte) {}
+
+// Doubling is a PusherOptions.Backoff: first after one failure, twice the
+// previous wait after each further one, never more than limit.
+func Doubling(first, limit time.Duration) func(n int) time.Duration {
+	return func(n int) time.Duration {
+		if first <= 0 {
+			return 0
+		}
+		d := first
+		for i := 1; i < n && d < limit; i++ {
+			d *= 2
+		}
+		return min(d, limit)
+	}
+}
 
 // Attempt is one HTTP request of a delivery.
 type Attempt struct {
@@ -116,7 +151,8 @@ func (d *Delivery) Done() <-chan struct{} { return d.done }
 
 // Wait returns the outcome once Done, or ctx's error when ctx ends first
 // (the push goes on). The error is nil when acknowledged, else it wraps
-// ErrNotAcked, ErrNoURL, ErrClosed or the push's context error.
+// ErrNotAcked, ErrNoURL, ErrClosed, ErrWithdrawn or the push's context
+// error.
 func (d *Delivery) Wait(ctx context.Context) (Outcome, error) {
 	select {
 	case <-d.done:
@@ -132,9 +168,10 @@ func (d *Delivery) finish(out Outcome, err error) {
 }
 
 // Pusher delivers webhook pushes to one URL the way a platform does: each
-// request signed over its body, retried on the schedule until a 2xx answer,
-// one push after another in the order they were queued (a push waits for
-// the ones before it to be acknowledged or given up).
+// request signed over its body, retried on the schedule (or the endpoint's
+// Backoff) until a 2xx answer, one push after another in the order they
+// were queued (a push waits for the ones before it to be acknowledged or
+// given up).
 //
 // It runs one worker goroutine while it has pushes to deliver and none
 // otherwise; Close cancels what is pending and waits for the worker. It is
@@ -159,6 +196,11 @@ type Pusher struct {
 	hasLast  bool
 	acked    int
 	attempts []Attempt
+
+	// The endpoint's back-off, used by the one worker only: failed
+	// attempts in a row, and the earliest time of the next attempt.
+	failures int
+	retryAt  time.Time
 }
 
 type queued struct {
@@ -275,13 +317,16 @@ func (p *Pusher) deliver(q queued) (Outcome, error) {
 		}
 		return q.ctx.Err()
 	}
-	schedule := p.opts.Retries
-	if q.p.Once {
-		schedule = nil
-	}
+	backoff := p.opts.Backoff != nil && !q.p.Once
 	for try := 1; ; try++ {
+		if backoff && !kit.Sleep(ctx, time.Until(p.retryAt)) {
+			return out, ended()
+		}
 		if ctx.Err() != nil {
 			return out, ended()
+		}
+		if q.p.Wanted != nil && !q.p.Wanted() {
+			return out, ErrWithdrawn
 		}
 		url := p.URL()
 		if url == "" {
@@ -295,21 +340,48 @@ func (p *Pusher) deliver(q queued) (Outcome, error) {
 		out.Attempts = append(out.Attempts, a)
 		acked := a.Err == nil && a.Status >= 200 && a.Status <= 299
 		p.record(a, acked)
+		if backoff {
+			p.backOff(acked)
+		}
+		if p.opts.OnAttempt != nil {
+			p.opts.OnAttempt(a)
+		}
 		if acked {
 			out.Acked = true
 			return out, nil
 		}
-		if try > len(schedule) {
+		if p.lastTry(try, q.p.Once) {
 			last := fmt.Sprintf("status %d", a.Status)
 			if a.Err != nil {
 				last = a.Err.Error()
 			}
 			return out, fmt.Errorf("%w after %d attempts (last: %s)", ErrNotAcked, try, last)
 		}
-		if !kit.Sleep(ctx, schedule[try-1]) {
+		if !backoff && !kit.Sleep(ctx, p.opts.Retries[try-1]) {
 			return out, ended()
 		}
 	}
+}
+
+// backOff moves the endpoint's back-off after an attempt.
+func (p *Pusher) backOff(acked bool) {
+	if acked {
+		p.failures, p.retryAt = 0, time.Time{}
+		return
+	}
+	p.failures++
+	p.retryAt = time.Now().Add(p.opts.Backoff(p.failures))
+}
+
+// lastTry reports whether a push gives up after its try-th failed attempt.
+func (p *Pusher) lastTry(try int, once bool) bool {
+	switch {
+	case once:
+		return true
+	case p.opts.Backoff != nil:
+		return p.opts.MaxAttempts > 0 && try >= p.opts.MaxAttempts
+	}
+	return try > len(p.opts.Retries)
 }
 
 // attempt sends one request and returns the answer's status.

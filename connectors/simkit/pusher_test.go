@@ -246,3 +246,97 @@ func TestPushWithoutURL(t *testing.T) {
 		t.Fatalf("err = %v, want ErrNoURL", err)
 	}
 }
+
+func TestDoubling(t *testing.T) {
+	b := simkit.Doubling(10*time.Millisecond, 50*time.Millisecond)
+	for n, want := range map[int]time.Duration{1: 10 * time.Millisecond, 2: 20 * time.Millisecond, 3: 40 * time.Millisecond, 4: 50 * time.Millisecond, 1000: 50 * time.Millisecond} {
+		if got := b(n); got != want {
+			t.Errorf("Doubling(10ms, 50ms)(%d) = %s, want %s", n, got, want)
+		}
+	}
+	if got := simkit.Doubling(0, time.Second)(3); got != 0 {
+		t.Errorf("Doubling(0, 1s)(3) = %s, want 0", got)
+	}
+}
+
+func TestBackoffIsTheEndpointsAndOutlastsAGivenUpPush(t *testing.T) {
+	h := newHook(t, 503, 503, 503) // the first push fails twice and is given up; the second fails once
+	var seen []simkit.Attempt
+	p := simkit.NewPusher(simkit.PusherOptions{
+		Backoff:     simkit.Doubling(20*time.Millisecond, time.Hour),
+		MaxAttempts: 2,
+		OnAttempt:   func(a simkit.Attempt) { seen = append(seen, a) },
+	})
+	p.SetURL(h.srv.URL)
+	t.Cleanup(p.Close)
+
+	first, err := p.Push(ctxFor(t), simkit.Push{Body: []byte(`1`)})
+	if !errors.Is(err, simkit.ErrNotAcked) || len(first.Attempts) != 2 {
+		t.Fatalf("first push = %+v, %v; want 2 attempts and ErrNotAcked", first, err)
+	}
+	second, err := p.Push(ctxFor(t), simkit.Push{Body: []byte(`2`)})
+	if err != nil || len(second.Attempts) != 2 {
+		t.Fatalf("second push = %+v, %v; want acknowledged on its second attempt", second, err)
+	}
+	all := append(first.Attempts, second.Attempts...)
+	// Failures in a row: 1, 2, 3 — the waits double across both pushes.
+	for i, want := range []time.Duration{20 * time.Millisecond, 40 * time.Millisecond, 80 * time.Millisecond} {
+		if gap := all[i+1].At.Sub(all[i].At); gap < want {
+			t.Errorf("attempt %d came %s after the previous, before the back-off's %s", i+2, gap, want)
+		}
+	}
+	if len(seen) != 4 || seen[3].Status != 200 {
+		t.Fatalf("OnAttempt saw %+v", seen)
+	}
+
+	// A 2xx reset the back-off: the next failure waits the first step again.
+	h.mu.Lock()
+	h.answers = []int{500}
+	h.mu.Unlock()
+	third, err := p.Push(ctxFor(t), simkit.Push{Body: []byte(`3`)})
+	if err != nil || len(third.Attempts) != 2 {
+		t.Fatalf("third push = %+v, %v", third, err)
+	}
+	// Without the reset it would be the fourth failure in a row: 160ms.
+	if gap := third.Attempts[1].At.Sub(third.Attempts[0].At); gap < 20*time.Millisecond || gap >= 160*time.Millisecond {
+		t.Errorf("after a reset the retry came %s later, want the first step of 20ms", gap)
+	}
+}
+
+func TestBackoffWithoutMaxAttemptsRetriesUntilTheContextEnds(t *testing.T) {
+	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusInternalServerError)
+	}))
+	t.Cleanup(down.Close)
+	p := simkit.NewPusher(simkit.PusherOptions{Backoff: simkit.Doubling(time.Millisecond, 5*time.Millisecond)})
+	p.SetURL(down.URL)
+	t.Cleanup(p.Close)
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	_, err := p.Push(ctx, simkit.Push{Body: []byte(`x`)})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want the context's deadline", err)
+	}
+	if err := p.Flush(ctxFor(t)); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(p.Attempts()); n < 5 {
+		t.Fatalf("%d attempts in 300ms, want the push retried until its context ended", n)
+	}
+}
+
+func TestWantedWithdrawsAPushBetweenAttempts(t *testing.T) {
+	h := newHook(t, 503, 503)
+	var asked int
+	p := newPusher(t, h.srv.URL, time.Millisecond, time.Millisecond)
+	out, err := p.Push(ctxFor(t), simkit.Push{Body: []byte(`x`), Wanted: func() bool {
+		asked++
+		return asked < 2 // wanted for the first attempt only
+	}})
+	if !errors.Is(err, simkit.ErrWithdrawn) || len(out.Attempts) != 1 {
+		t.Fatalf("Push = %+v, %v; want one attempt and ErrWithdrawn", out, err)
+	}
+	if bodies, _ := h.received(); len(bodies) != 1 {
+		t.Fatalf("the endpoint got %d requests, want 1", len(bodies))
+	}
+}

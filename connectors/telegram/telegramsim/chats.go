@@ -2,11 +2,12 @@ package telegramsim
 
 import (
 	"fmt"
-	"math"
 	"net/http"
 	"time"
 
 	"github.com/go-telegram/bot/models"
+
+	"github.com/parley-gateway/parley/connectors/simkit"
 )
 
 // keptMessages is how many recent messages per chat the simulator remembers for replies and callback
@@ -117,6 +118,12 @@ func (s *Sim) MigrateChat(chatID, to int64) {
 
 // --- rate limits ------------------------------------------------------------------------------------
 
+// Telegram's flood limits are its own rather than a simkit.Limiter: the group and global limits
+// are sliding windows (N sends in any span), where Limiter's bucket refills continuously and would
+// let a 21st message into a group within the minute; and a send must pass all three limits or
+// consume none of them, with the longest wait as retry_after, where each Limiter counts an allowed
+// call at once.
+
 // window is a sliding-window counter of recent sends.
 type window struct{ times []time.Time }
 
@@ -173,7 +180,7 @@ func (s *Sim) rateLimitLocked(c *chatState, chatID int64, now time.Time) *apiErr
 	}
 	wait = max(wait, s.global.wait(now, time.Second, l.GlobalPerSecond))
 	if wait > 0 {
-		retry := max(int(math.Ceil(wait.Seconds())), 1)
+		retry := simkit.RetryAfterSeconds(wait)
 		return &apiError{Code: http.StatusTooManyRequests, Description: fmt.Sprintf(DescTooManyRequestsFmt, retry), RetryAfter: retry}
 	}
 	c.lastSend = now

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/parley-gateway/parley/connectors/simkit"
 )
 
 // Failure is an answer injected in place of the real one by FailNext or FailChat.
@@ -79,84 +81,56 @@ func (f Failure) description() string {
 	return http.StatusText(f.Status)
 }
 
-func (f Failure) write(w http.ResponseWriter) {
-	if f.Body != "" {
+// sim is f as simkit serves it: the raw Body, or the Bot API's error JSON.
+func (f Failure) sim() simkit.Failure {
+	out := simkit.Failure{Delay: f.Delay, Drop: f.Drop}
+	switch {
+	case f.Drop || f.Status == 0:
+		return out
+	case f.Body != "":
 		ct := f.ContentType
 		if ct == "" {
 			ct = "text/html"
 		}
-		w.Header().Set("Content-Type", ct)
-		w.Header().Set("Content-Length", strconv.Itoa(len(f.Body)))
-		w.WriteHeader(f.Status)
-		_, _ = w.Write([]byte(f.Body))
-		return
+		out.Status, out.Body, out.Header = f.Status, []byte(f.Body), http.Header{"Content-Type": {ct}}
+		return out
 	}
 	retry := f.RetryAfter
 	if f.Status == http.StatusTooManyRequests {
 		retry = max(retry, 1)
 	}
-	writeError(w, &apiError{Code: f.Status, Description: f.description(), RetryAfter: retry, MigrateTo: f.MigrateToChatID})
+	out.Status, out.Body = f.Status, errorJSON(&apiError{Code: f.Status, Description: f.description(), RetryAfter: retry, MigrateTo: f.MigrateToChatID})
+	return out
 }
 
-// failRule injects f into the next n matching requests.
-type failRule struct {
-	method string // lower-case; "" matches every method
-	chatID int64
-	byChat bool
-	n      int
-	f      Failure
-}
+// Injected failures are kept by key: a method's lower-cased name (the Bot API ignores its case;
+// FileDownloadKey for downloads) or chatKey(id) for FailChat. Method names have no colon, so the two
+// never meet, and one list keeps the order between both kinds.
+
+func chatKey(id int64) string { return "chat:" + strconv.FormatInt(id, 10) }
 
 // FailNext makes the next n calls of method (case-insensitive; "" or "*" for any method) answer
 // with f. Rules apply in the order they were added, before the call is otherwise handled.
 func (s *Sim) FailNext(method string, n int, f Failure) {
-	if n <= 0 {
-		return
+	key := strings.ToLower(method)
+	if key == "" {
+		key = simkit.AnyKey
 	}
-	m := strings.ToLower(method)
-	if m == "*" {
-		m = ""
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.failures = append(s.failures, &failRule{method: m, n: n, f: f})
+	s.failures.FailNext(key, n, f.sim())
 }
 
 // FailChat makes the next n calls whose chat_id is chatID (sends, chat actions) answer with f.
 func (s *Sim) FailChat(chatID int64, f Failure, n int) {
-	if n <= 0 {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.failures = append(s.failures, &failRule{chatID: chatID, byChat: true, n: n, f: f})
+	s.failures.FailNext(chatKey(chatID), n, f.sim())
 }
 
 // ClearFailures removes every pending injected failure.
-func (s *Sim) ClearFailures() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.failures = nil
-}
+func (s *Sim) ClearFailures() { s.failures.Clear() }
 
-// takeFailure consumes and returns the first rule matching this call.
-func (s *Sim) takeFailure(method string, p *params) (Failure, bool) {
-	lower := strings.ToLower(method)
-	chatID, hasChat, _ := p.int64("chat_id")
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for i, r := range s.failures {
-		if r.byChat && (!hasChat || r.chatID != chatID) {
-			continue
-		}
-		if !r.byChat && r.method != "" && r.method != lower {
-			continue
-		}
-		r.n--
-		if r.n <= 0 {
-			s.failures = append(s.failures[:i:i], s.failures[i+1:]...)
-		}
-		return r.f, true
+// takeFailure consumes the first failure that applies to a call of method with params p.
+func (s *Sim) takeFailure(method string, p *params) (simkit.Failure, bool) {
+	if chatID, ok, _ := p.int64("chat_id"); ok {
+		return s.failures.Take(strings.ToLower(method), chatKey(chatID))
 	}
-	return Failure{}, false
+	return s.failures.Take(strings.ToLower(method))
 }

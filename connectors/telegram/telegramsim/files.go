@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"github.com/go-telegram/bot/models"
-
-	"github.com/parley-gateway/parley/connectors/kit"
 )
 
 // fileEntry is a file the bot can fetch with getFile and download.
@@ -112,18 +110,8 @@ func (s *Sim) serveFile(w http.ResponseWriter, r *http.Request, rest string) {
 		writeError(w, &apiError{Code: http.StatusUnauthorized, Description: DescUnauthorized})
 		return
 	}
-	if f, ok := s.takeFailure(FileDownloadKey, &params{}); ok {
-		if !kit.Sleep(r.Context(), f.Delay) {
-			return
-		}
-		if f.Drop {
-			dropConnection(w)
-			return
-		}
-		if f.Status != 0 {
-			f.write(w)
-			return
-		}
+	if f, ok := s.failures.Take(FileDownloadKey); ok && f.Serve(w, r) {
+		return
 	}
 	s.mu.Lock()
 	f, ok := s.filesByPath[filePath]

@@ -13,6 +13,7 @@ import (
 	"github.com/go-telegram/bot/models"
 
 	"github.com/parley-gateway/parley/connectors/kit"
+	"github.com/parley-gateway/parley/connectors/simkit"
 )
 
 // DefaultToken is the token used when Options.Token is empty.
@@ -104,14 +105,12 @@ type RateLimits struct {
 // Sim is a simulated Bot API for one bot. It is an http.Handler; all methods are safe for concurrent
 // use. Close stops its background work.
 type Sim struct {
-	token  string
-	botID  int64
-	bot    models.User
-	now    func() time.Time
-	log    *slog.Logger
-	opts   Options
-	client *http.Client
-	ownTr  *http.Transport // closed on Close when the client is ours
+	token string
+	botID int64
+	bot   models.User
+	now   func() time.Time
+	log   *slog.Logger
+	opts  Options
 
 	ctx    context.Context // ends on Close; parent of webhook deliveries
 	cancel context.CancelFunc
@@ -145,7 +144,7 @@ type Sim struct {
 	actions   []ChatAction
 	limits    RateLimits
 	global    window
-	failures  []*failRule
+	failures  simkit.Failures
 	requests  map[string]int
 	responses map[string]map[int]int
 }
@@ -215,15 +214,6 @@ func New(opts Options) *Sim {
 			GroupPerMinute:  pick(opts.GroupPerMinute, 20),
 		},
 	}
-	s.client = opts.WebhookClient
-	if s.client == nil {
-		s.ownTr = &http.Transport{}
-		if dt, ok := http.DefaultTransport.(*http.Transport); ok {
-			s.ownTr = dt.Clone()
-		}
-		s.ownTr.Proxy = nil // webhooks point at loopback test servers
-		s.client = &http.Client{Transport: s.ownTr}
-	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s
 }
@@ -252,9 +242,6 @@ func (s *Sim) Close() error {
 	s.notifyLocked()
 	s.mu.Unlock()
 	s.pushers.Wait()
-	if s.ownTr != nil {
-		s.ownTr.CloseIdleConnections()
-	}
 	return nil
 }
 
@@ -309,10 +296,7 @@ func writeJSON(w http.ResponseWriter, status int, body any) {
 		status = http.StatusInternalServerError
 		data = []byte(`{"ok":false,"error_code":500,"description":"Internal Server Error"}`)
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
-	w.WriteHeader(status)
-	_, _ = w.Write(data)
+	kit.WriteJSONBytes(w, status, data)
 }
 
 // okBody is a successful answer; "result" is present even when it is false or empty.
@@ -331,11 +315,17 @@ func writeResult(w http.ResponseWriter, result any) {
 }
 
 func writeError(w http.ResponseWriter, e *apiError) {
+	kit.WriteJSONBytes(w, e.Code, errorJSON(e))
+}
+
+// errorJSON is the body of an unsuccessful answer.
+func errorJSON(e *apiError) []byte {
 	body := errorBody{ErrorCode: e.Code, Description: e.Description}
 	if e.RetryAfter > 0 || e.MigrateTo != 0 {
 		body.Parameters = &responseParameters{RetryAfter: e.RetryAfter, MigrateToChatID: e.MigrateTo}
 	}
-	writeJSON(w, e.Code, body)
+	data, _ := json.Marshal(body) // strings and numbers only: it cannot fail
+	return data
 }
 
 // --- routing ----------------------------------------------------------------------------------------
@@ -434,18 +424,12 @@ func (s *Sim) serveMethod(w http.ResponseWriter, r *http.Request, token, name st
 		return fail(&apiError{Code: http.StatusInternalServerError, Description: DescInternalError})
 	}
 	if f, ok := s.takeFailure(name, p); ok {
-		if !kit.Sleep(r.Context(), f.Delay) {
-			return fail(&apiError{Code: http.StatusInternalServerError, Description: DescInternalError})
-		}
 		if f.Drop {
-			s.recordResponse(name, 0)
-			dropConnection(w)
-			return 0
+			s.recordResponse(name, 0) // before the drop, so that a client that sees it sees it counted
 		}
-		if f.Status != 0 {
+		if f.Serve(w, r) {
 			s.log.Debug("telegramsim injected a failure", "method", name, "status", f.Status)
-			f.write(w)
-			return f.Status
+			return f.Status // 0 for a drop, counted above
 		}
 	}
 	result, aerr := h(s, r.Context(), p)
@@ -457,17 +441,12 @@ func (s *Sim) serveMethod(w http.ResponseWriter, r *http.Request, token, name st
 	return http.StatusOK
 }
 
-// dropConnection closes the client connection without an answer.
-func dropConnection(w http.ResponseWriter) {
-	conn, _, err := http.NewResponseController(w).Hijack()
-	if err != nil {
-		// Not hijackable (HTTP/2, a recorder): net/http aborts the response without logging.
-		panic(http.ErrAbortHandler)
-	}
-	_ = conn.Close()
-}
-
 // --- counters ---------------------------------------------------------------------------------------
+
+// The counters are the simulator's own rather than a simkit.Recorder: Requests counts every request
+// since New by its canonical method name, where a Recorder keeps the latest requests (bodies
+// included, and uploads here reach 50 MB) up to a bound; and Responses counts answers by status,
+// a dropped connection before the drop, which a Recorder does not see.
 
 // Requests returns how many requests named method (canonical spelling, e.g. "sendMessage"; file
 // downloads under FileDownloadKey) the simulator received, whatever their outcome.

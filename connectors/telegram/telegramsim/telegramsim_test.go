@@ -983,6 +983,25 @@ func TestInjectedFailures(t *testing.T) {
 		})
 	}
 
+	t.Run("chat and method failures apply in the order added, each to its own calls", func(t *testing.T) {
+		srv := startSim(t, noLimits())
+		b := newBot(t, srv)
+		ctx := timeout(t, 10*time.Second)
+		srv.FailChat(1, telegramsim.BlockedByUser(), 1)
+		srv.FailNext("sendMessage", 1, telegramsim.InternalServerError())
+		send := func(chat int64) error {
+			_, err := b.SendMessage(ctx, &bot.SendMessageParams{ChatID: chat, Text: "hi"})
+			return err
+		}
+		if err := send(2); err == nil || !strings.Contains(err.Error(), "500") {
+			t.Fatalf("chat 2: %v, want the method's 500", err)
+		}
+		wantDescription(t, send(1), bot.ErrorForbidden, telegramsim.DescBlocked)
+		if err := send(1); err != nil {
+			t.Fatalf("chat 1 after both failures: %v", err)
+		}
+	})
+
 	t.Run("FailNext counts down, then calls succeed", func(t *testing.T) {
 		srv := startSim(t, noLimits())
 		b := newBot(t, srv)
@@ -1365,6 +1384,47 @@ func TestWebhook(t *testing.T) {
 		}
 		if n := len(got); n != 3 {
 			t.Fatalf("%d delivery attempts, want 3", n)
+		}
+	})
+
+	t.Run("an update dropped while it is retried is not retried again", func(t *testing.T) {
+		opts := noLimits()
+		opts.WebhookRetryMin = 100 * time.Millisecond // two failures: the next attempt waits 200ms
+		srv := startSim(t, opts)
+		ctx := timeout(t, 10*time.Second)
+		hook, got := receiver(t, 2)
+		set := map[string]any{"url": hook.URL}
+		if status, r := call(ctx, t, srv.URL, testToken, "setWebhook", set); status != 200 {
+			t.Fatalf("setWebhook: %d %q", status, r.Description)
+		}
+		srv.Enqueue(srv.UserText(1, alice, "dropped"))
+		var ids []int64
+		next := func() {
+			t.Helper()
+			select {
+			case d := <-got:
+				var u models.Update
+				if err := json.Unmarshal(d.body, &u); err != nil {
+					t.Fatal(err)
+				}
+				ids = append(ids, u.ID)
+			case <-ctx.Done():
+				t.Fatalf("deliveries so far %v", ids)
+			}
+		}
+		next()
+		next()
+		set["drop_pending_updates"] = true
+		if status, r := call(ctx, t, srv.URL, testToken, "setWebhook", set); status != 200 || r.Description != "Webhook is already set" {
+			t.Fatalf("setWebhook again: %d %q", status, r.Description)
+		}
+		srv.Enqueue(srv.UserText(1, alice, "kept"))
+		next()
+		if err := srv.WaitDrained(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(ids) != "[1 1 2]" {
+			t.Fatalf("delivered update ids %v, want [1 1 2]", ids)
 		}
 	})
 

@@ -1,19 +1,19 @@
 package telegramsim
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"slices"
+	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/go-telegram/bot/models"
+
+	"github.com/parley-gateway/parley/connectors/simkit"
 )
 
 // SecretTokenHeader carries setWebhook's secret_token on every webhook delivery.
@@ -162,72 +162,79 @@ func (s *Sim) WebhookInfo() models.WebhookInfo {
 }
 
 // deliver pushes queued updates to one webhook, one POST per update, strictly in order (whatever
-// max_connections says). A failed delivery keeps the update at the head of the queue and is retried
-// after a doubling back-off. It returns when the webhook is replaced or deleted, or on Close.
+// max_connections says), through a pusher that backs off the endpoint as Telegram does: a failed
+// delivery keeps the update at the head of the queue, and the next attempt, of that update or of the
+// one after it once it is dropped or given up, waits a back-off that doubles while the endpoint
+// fails. It returns when the webhook is replaced or deleted, or on Close.
 func (s *Sim) deliver(ctx context.Context, wh *webhookState) {
 	defer s.pushers.Done()
-	var (
-		backoff  time.Duration
-		attempts int
-		lastID   int64
-	)
+	var current atomic.Int64 // the update being delivered, for the log
+	pusher := simkit.NewPusher(simkit.PusherOptions{
+		Client: s.opts.WebhookClient,
+		Sign: func(r *http.Request, _ []byte) {
+			if wh.secret != "" {
+				r.Header.Set(SecretTokenHeader, wh.secret)
+			}
+		},
+		Backoff:     simkit.Doubling(s.opts.WebhookRetryMin, s.opts.WebhookRetryMax),
+		MaxAttempts: s.opts.WebhookMaxAttempts,
+		Timeout:     s.opts.WebhookTimeout,
+		Now:         s.now,
+		OnAttempt:   func(a simkit.Attempt) { s.reportAttempt(ctx, current.Load(), a) },
+	})
+	defer pusher.Close()
+	pusher.SetURL(wh.url)
+	for {
+		u, ok := s.nextUpdate(ctx)
+		if !ok {
+			return
+		}
+		current.Store(u.id)
+		_, err := pusher.Push(ctx, simkit.Push{Body: u.raw, Wanted: func() bool { return s.atHead(u.id) }})
+		switch {
+		case err == nil:
+			s.log.Debug("telegramsim delivered an update to the webhook", "update_id", u.id)
+		case errors.Is(err, simkit.ErrNotAcked):
+			// Telegram gives up after a number of attempts.
+		default:
+			continue // the update left the queue meanwhile, or ctx ended
+		}
+		s.mu.Lock()
+		s.removeUpdateLocked(u.id)
+		s.mu.Unlock()
+	}
+}
+
+// nextUpdate waits for an update at the head of the queue; false once ctx ends.
+func (s *Sim) nextUpdate(ctx context.Context) (queuedUpdate, bool) {
 	for {
 		s.mu.Lock()
-		if ctx.Err() != nil {
-			s.mu.Unlock()
-			return
-		}
 		s.pruneLocked()
-		if len(s.queue) == 0 {
-			changed := s.changed
-			s.mu.Unlock()
-			select {
-			case <-changed:
-			case <-ctx.Done():
-			}
-			continue
-		}
-		u := s.queue[0]
-		s.mu.Unlock()
-
-		failure := s.post(ctx, wh, u.raw)
-
-		s.mu.Lock()
 		if ctx.Err() != nil {
 			s.mu.Unlock()
-			return
+			return queuedUpdate{}, false
 		}
-		if failure == "" {
-			s.log.Debug("telegramsim delivered an update to the webhook", "update_id", u.id)
-			s.removeUpdateLocked(u.id)
-			backoff, attempts = 0, 0
+		if len(s.queue) > 0 {
+			u := s.queue[0]
 			s.mu.Unlock()
-			continue
+			return u, true
 		}
-		if u.id != lastID {
-			lastID, attempts = u.id, 0
-		}
-		attempts++
-		s.webhookErrDate, s.webhookErrMsg = s.now().Unix(), failure
-		s.log.Debug("telegramsim webhook delivery failed", "update_id", u.id, "attempt", attempts, "error", failure)
-		if s.opts.WebhookMaxAttempts > 0 && attempts >= s.opts.WebhookMaxAttempts {
-			s.removeUpdateLocked(u.id) // Telegram gives up after a number of attempts
-			attempts = 0
-		}
+		changed := s.changed
 		s.mu.Unlock()
-
-		if backoff == 0 {
-			backoff = s.opts.WebhookRetryMin
-		} else {
-			backoff = min(2*backoff, s.opts.WebhookRetryMax)
-		}
-		t := time.NewTimer(backoff)
 		select {
-		case <-t.C:
+		case <-changed:
 		case <-ctx.Done():
 		}
-		t.Stop()
 	}
+}
+
+// atHead reports whether update id is still the next to deliver: drop_pending_updates or a narrower
+// allowed_updates may have removed it while it was being retried.
+func (s *Sim) atHead(id int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pruneLocked()
+	return len(s.queue) > 0 && s.queue[0].id == id
 }
 
 func (s *Sim) removeUpdateLocked(id int64) {
@@ -237,34 +244,32 @@ func (s *Sim) removeUpdateLocked(id int64) {
 	}
 }
 
-// post delivers one update. It returns "" on success, else the failure worded like Telegram's
-// last_error_message.
-func (s *Sim) post(ctx context.Context, wh *webhookState, body []byte) string {
-	ctx, cancel := context.WithTimeout(ctx, s.opts.WebhookTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, wh.url, bytes.NewReader(body))
-	if err != nil {
-		return "Bad webhook: " + err.Error()
+// reportAttempt keeps a failed delivery of update id for getWebhookInfo's last_error_*, unless the
+// webhook is gone (ctx ended) and its errors with it.
+func (s *Sim) reportAttempt(ctx context.Context, id int64, a simkit.Attempt) {
+	if a.Err == nil && a.Status >= 200 && a.Status <= 299 {
+		return
 	}
-	req.Header.Set("Content-Type", "application/json")
-	if wh.secret != "" {
-		req.Header.Set(SecretTokenHeader, wh.secret)
+	failure := lastErrorMessage(a)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ctx.Err() != nil {
+		return
 	}
-	resp, err := s.client.Do(req)
-	if err != nil {
-		switch {
-		case errors.Is(err, syscall.ECONNREFUSED):
-			return "Connection refused"
-		case errors.Is(err, context.DeadlineExceeded):
-			return "Read timeout expired"
-		}
-		return "Connection failed: " + err.Error()
+	s.webhookErrDate, s.webhookErrMsg = s.now().Unix(), failure
+	s.log.Debug("telegramsim webhook delivery failed", "update_id", id, "attempt", a.Try, "error", failure)
+}
+
+// lastErrorMessage words a failed delivery as Telegram's last_error_message does. Telegram ignores
+// the answer's body except for a method call, which the simulator ignores too.
+func lastErrorMessage(a simkit.Attempt) string {
+	switch {
+	case a.Err == nil:
+		return fmt.Sprintf("Wrong response from the webhook: %d %s", a.Status, http.StatusText(a.Status))
+	case errors.Is(a.Err, syscall.ECONNREFUSED):
+		return "Connection refused"
+	case errors.Is(a.Err, context.DeadlineExceeded):
+		return "Read timeout expired"
 	}
-	// Telegram ignores the answer's body except for a method call, which the simulator ignores too.
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
-	_ = resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Sprintf("Wrong response from the webhook: %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
-	}
-	return ""
+	return "Connection failed: " + a.Err.Error()
 }
