@@ -60,6 +60,8 @@ type Options struct {
 	// Metrics serves /metrics.
 	Metrics http.Handler
 	// OnWebhook observes every webhook answer (for metrics); may be nil.
+	// connectorID is a configured connector's id, or UnknownConnector for
+	// a path naming none: labels never come from the outside.
 	OnWebhook func(connectorID string, status int)
 
 	Logger *slog.Logger
@@ -192,15 +194,24 @@ func (r *statusRecorder) Write(b []byte) (int, error) {
 	return r.ResponseWriter.Write(b)
 }
 
+// UnknownConnector is the OnWebhook id of requests to a connector id that
+// is not configured with a webhook here, so that a flood of made-up ids
+// adds one metric series, not one per id.
+const UnknownConnector = "_unknown"
+
 func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	rec := &statusRecorder{ResponseWriter: w}
+	h, ok := s.opts.Webhook(id)
+	label := id
+	if !ok {
+		label = UnknownConnector
+	}
 	defer func() {
 		if s.opts.OnWebhook != nil {
-			s.opts.OnWebhook(id, rec.status)
+			s.opts.OnWebhook(label, rec.status)
 		}
 	}()
-	h, ok := s.opts.Webhook(id)
 	if !ok {
 		writeError(rec, http.StatusNotFound, "unknown_connector", "no enabled connector with this id")
 		return

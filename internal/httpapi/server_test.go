@@ -18,6 +18,7 @@ import (
 	"github.com/parley-gateway/parley/internal/bus"
 	"github.com/parley-gateway/parley/internal/directory"
 	"github.com/parley-gateway/parley/internal/httpapi"
+	"github.com/parley-gateway/parley/internal/metrics"
 	"github.com/parley-gateway/parley/normalize"
 )
 
@@ -517,6 +518,9 @@ func TestWebhooks(t *testing.T) {
 				t.Errorf("handler called %d times, want %d", got, tt.calls)
 			}
 			id := strings.TrimPrefix(tt.path, "/webhooks/")
+			if id != "tg-eu" {
+				id = httpapi.UnknownConnector
+			}
 			want := []string{fmt.Sprintf("%s %d", id, tt.status)}
 			if got := f.waitWebhookSeen(t, 1); len(got) != 1 || got[0] != want[0] {
 				t.Errorf("OnWebhook saw %q, want %q", got, want)
@@ -860,4 +864,34 @@ func TestRequestID(t *testing.T) {
 			t.Errorf("two requests got the same generated id %q", a)
 		}
 	})
+}
+
+// TestAFloodOfUnknownConnectorIdsAddsNoMetricSeries: metric labels come
+// from the configuration only; 5,000 made-up ids are one series.
+func TestAFloodOfUnknownConnectorIdsAddsNoMetricSeries(t *testing.T) {
+	m := metrics.New()
+	f := &fakes{hooks: map[string]http.Handler{"tg-eu": &readingHook{}}}
+	opts := f.options()
+	opts.OnWebhook = m.WebhookAnswered
+	opts.Metrics = m.Handler()
+	_, url := serve(t, opts)
+	series := func() int {
+		resp := do(t, http.MethodGet, url+"/metrics", nil, nil)
+		n := 0
+		for _, line := range strings.Split(string(resp.body), "\n") {
+			if strings.HasPrefix(line, "parley_webhook_requests_total{") {
+				n++
+			}
+		}
+		return n
+	}
+	do(t, http.MethodPost, url+"/webhooks/tg-eu", nil, strings.NewReader("{}"))
+	do(t, http.MethodPost, url+"/webhooks/never-configured", nil, nil)
+	before := series()
+	for i := range 5000 {
+		do(t, http.MethodPost, fmt.Sprintf("%s/webhooks/x%d", url, i), nil, nil)
+	}
+	if after := series(); after != before || before != 2 {
+		t.Errorf("parley_webhook_requests_total has %d series after 5,000 unknown ids (%d before), want 2: one for tg-eu, one for every unknown id", after, before)
+	}
 }
