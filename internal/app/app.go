@@ -349,8 +349,11 @@ func (a *App) Reload(cfg *config.Config) error {
 
 // ready is httpapi's Ready: the server adds "ready" and "draining" to the
 // body, since only it knows whether it is draining.
+// ready is /readyz: NATS must answer a round trip (a frozen server that
+// keeps its connection open reads not ready within a second), and every
+// connector be healthy.
 func (a *App) ready() (bool, map[string]any) {
-	st := a.bus.Status()
+	st := a.bus.Check(context.Background())
 	return st.Connected && a.gw.Ready(), map[string]any{
 		"nats":       st,
 		"connectors": a.gw.States(),

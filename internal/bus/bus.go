@@ -37,6 +37,10 @@ type Bus struct {
 	closedOnce sync.Once
 	closeOnce  sync.Once
 	closeErr   error
+
+	probeMu  sync.Mutex // one Check round trip at a time
+	probedAt time.Time
+	probeOK  bool
 }
 
 // Status is a snapshot of the connection, for readiness probes.
@@ -67,6 +71,8 @@ func Open(ctx context.Context, opts Options) (*Bus, error) {
 	natsOpts := []nats.Option{
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(opts.ReconnectWait),
+		nats.PingInterval(opts.PingInterval),
+		nats.MaxPingsOutstanding(opts.MaxPingsOut),
 		nats.ReconnectJitter(opts.ReconnectWait/2, opts.ReconnectWait),
 		nats.ClosedHandler(func(*nats.Conn) { b.closedOnce.Do(func() { close(b.closedCh) }) }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
@@ -261,6 +267,38 @@ func (b *Bus) Status() Status {
 		s.URL = b.nc.ConnectedUrlRedacted()
 	default:
 		s.URL = redactURL(b.opts.URL)
+	}
+	return s
+}
+
+// probeTimeout bounds the round trip of Check; a server slower than this
+// to answer a ping is not taking writes either.
+const probeTimeout = time.Second
+
+// Check is Status with proof: when connected, it makes one round trip to
+// the server (a ping, at most one a second however often it is asked) and
+// reports Connected false when the server does not answer within a
+// second. It catches a server that holds the connection open but is frozen
+// before the client's own ping timer does.
+func (b *Bus) Check(ctx context.Context) Status {
+	s := b.Status()
+	if !s.Connected {
+		return s
+	}
+	b.probeMu.Lock()
+	defer b.probeMu.Unlock()
+	if time.Since(b.probedAt) < time.Second {
+		if !b.probeOK {
+			s.Connected, s.State = false, "not responding"
+		}
+		return s
+	}
+	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	b.probeOK = b.nc.FlushWithContext(pctx) == nil
+	b.probedAt = time.Now()
+	if !b.probeOK {
+		s.Connected, s.State = false, "not responding"
 	}
 	return s
 }

@@ -16,6 +16,13 @@ const (
 	DefaultLeaseTTL       = 15 * time.Second
 	DefaultReconnectWait  = 500 * time.Millisecond
 	DefaultPublishTimeout = 2 * time.Second
+	// DefaultPingInterval and DefaultMaxPingsOut make the client notice a
+	// server that keeps the TCP connection open but answers nothing (a
+	// frozen process, a hung VM) within about three intervals: it then
+	// reconnects, Status says so and /readyz answers 503. The library's
+	// defaults (2 minutes, 2 pings) would take minutes.
+	DefaultPingInterval = 2 * time.Second
+	DefaultMaxPingsOut  = 2
 
 	// CommandMaxAge is how long a reply command waits in the outbox stream.
 	CommandMaxAge = 7 * 24 * time.Hour
@@ -95,6 +102,10 @@ type Options struct {
 	// long Publish keeps trying while the connection is down before it
 	// reports ErrNotDurable, even when its context allows longer.
 	PublishTimeout time.Duration
+	// PingInterval and MaxPingsOut bound how long a silent server goes
+	// unnoticed (defaults 2s and 2).
+	PingInterval time.Duration
+	MaxPingsOut  int
 }
 
 func (o Options) withDefaults() Options {
@@ -124,6 +135,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.PublishTimeout <= 0 {
 		o.PublishTimeout = DefaultPublishTimeout
+	}
+	if o.PingInterval <= 0 {
+		o.PingInterval = DefaultPingInterval
+	}
+	if o.MaxPingsOut <= 0 {
+		o.MaxPingsOut = DefaultMaxPingsOut
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
