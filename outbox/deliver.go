@@ -46,6 +46,10 @@ type delivery struct {
 	entry     *directory.Entry // nil until looked up, or when unknown
 	platform  string
 	connector string
+	// reused is set when this command reuses the id of an earlier command
+	// (at another stream sequence) that already failed: the outcome stays,
+	// and its status and dead letter say why.
+	reused bool
 }
 
 // deliver takes one command to its outcome. It returns with the command
@@ -207,6 +211,13 @@ func (d *delivery) run(ctx context.Context) {
 	switch {
 	case m.Done:
 		d.succeed(ctx, false)
+		return
+	case m.Failed != nil && m.Failed.Seq != 0 && m.Failed.Seq != d.seq:
+		f := *m.Failed
+		f.Message = fmt.Sprintf("reply id %s was already used by an earlier command (stream sequence %d) that failed with %s: %s; a reply id is an idempotency key, so that outcome stands: send a new reply with a new id",
+			d.replyID, m.Failed.Seq, m.Failed.Code, m.Failed.Message)
+		d.reused = true
+		d.fail(ctx, f)
 		return
 	case m.Failed != nil:
 		d.fail(ctx, *m.Failed)
@@ -555,6 +566,9 @@ func (d *delivery) fail(ctx context.Context, f failure) {
 	if f.At.IsZero() {
 		f.At = o.opts.Now().UTC()
 	}
+	if f.Seq == 0 {
+		f.Seq = d.seq
+	}
 	if d.marker.Failed == nil {
 		d.record()
 		d.marker.Failed = &f
@@ -572,6 +586,9 @@ func (d *delivery) fail(ctx context.Context, f failure) {
 	outcome := "failed"
 	if d.marker.Generation > 0 {
 		outcome += ":" + strconv.Itoa(d.marker.Generation)
+	}
+	if d.reused {
+		outcome += ":reused-by:" + strconv.FormatUint(d.seq, 10)
 	}
 	if err := d.publishStatus(fctx, normalize.TypeReplyFailed, outcome, status); err != nil {
 		d.log.Warn("outbox cannot publish reply.failed; retrying later", "error", err)

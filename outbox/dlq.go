@@ -66,6 +66,11 @@ func (d *delivery) deadLetter(ctx context.Context, f failure) error {
 	if g := d.marker.Generation; g > 0 {
 		msgID += ":" + strconv.Itoa(g)
 	}
+	if d.reused {
+		// Another command reused the id: its own dead letter, or the
+		// dedupe window would drop it as the first one's.
+		msgID += ":seq:" + strconv.FormatUint(d.seq, 10)
+	}
 	h := nats.Header{}
 	// The body is the reply command, stored as it came.
 	h.Set("Content-Type", bus.ContentTypeCloudEvents)

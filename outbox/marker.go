@@ -48,6 +48,9 @@ type failure struct {
 	PlatformCode string              `json:"platform_code,omitempty"`
 	Attempts     int                 `json:"attempts"`
 	At           time.Time           `json:"at"`
+	// Seq is the stream sequence of the command that failed, so that a
+	// later command reusing the reply id can be told it was used.
+	Seq uint64 `json:"seq,omitempty"`
 }
 
 func markerKey(replyID string) string { return "sent." + bus.Token(replyID) }

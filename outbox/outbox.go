@@ -120,6 +120,7 @@ type Options struct {
 	Ledger Ledger
 	// Lookup returns the connectors enabled on this instance.
 	Lookup func(connectorID string) (Target, bool)
+	// Logger receives the outbox's records; the outbox adds the region.
 	Logger *slog.Logger
 	// Now is the clock of reply windows, not_after and event times.
 	// Default time.Now. Pacing and retry waits always use real time.
@@ -241,7 +242,7 @@ func New(opts Options) (*Outbox, error) {
 	}
 	return &Outbox{
 		opts:     opts,
-		log:      opts.Logger,
+		log:      opts.Logger.With("region", opts.Region),
 		subj:     opts.Bus.Subjects(),
 		obs:      obs,
 		kv:       opts.Handles.Outbox,
@@ -279,7 +280,7 @@ func (o *Outbox) Run(ctx context.Context) error {
 		o.heartbeats(hbCtx)
 	}()
 
-	o.log.Info("outbox starting", "region", o.opts.Region)
+	o.log.Info("outbox starting")
 	o.consume(ctx)
 
 	o.mu.Lock()
@@ -298,7 +299,7 @@ func (o *Outbox) Run(ctx context.Context) error {
 	}
 	stopHeartbeats()
 	<-hbDone
-	o.log.Info("outbox stopped", "region", o.opts.Region)
+	o.log.Info("outbox stopped")
 	return err
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -819,4 +820,81 @@ func TestABusyConversationWaitsInTheStreamWithoutStallingOthers(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("busy conversation received %v, want %v", got, want)
 	}
+}
+
+// TestAReusedIDOfAFailedCommandSaysSo: a command whose id an earlier,
+// failed command used keeps that outcome (the id is an idempotency key),
+// but its status and dead letter say why, instead of repeating the first
+// one's reason as if it were its own.
+func TestAReusedIDOfAFailedCommandSaysSo(t *testing.T) {
+	e := newEnv(t)
+	sender := &fakeSender{}
+	e.runOutbox(t, sender, nil)
+	conv := e.conversation(t, "1", normalize.KindDirect, time.Now())
+	other := e.conversation(t, "2", normalize.KindDirect, time.Now())
+	// Published on conv's subject, but naming another conversation:
+	// invalid, dead-lettered under its id.
+	bad := reply("r-x", other, "misrouted")
+	e.publishRaw(t, conv, "bad-msg-1", mustJSON(t, bad))
+	first := e.statuses.wait(t, "r-x", 20*time.Second)
+	if first.Data.Reply.Error == nil || first.Data.Reply.Error.Code != normalize.ErrInvalidReply {
+		t.Fatalf("first status %+v, want invalid_reply", first.Data.Reply)
+	}
+
+	e.submit(t, reply("r-x", conv, "a good reply, an old id"))
+	evs := e.statuses.waitN(t, "r-x", 2, 20*time.Second)
+	second := evs[1]
+	if second.Type != normalize.TypeReplyFailed || !strings.Contains(second.Data.Reply.Error.Message, "already used") {
+		t.Fatalf("second status %s %+v, want reply.failed saying the id was already used", second.Type, second.Data.Reply.Error)
+	}
+	if n := len(sender.history()); n != 0 {
+		t.Errorf("%d sends for a reused id, want none", n)
+	}
+	dead, err := ListDLQ(testContext(t, 5*time.Second), e.b, testRegion)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dead) != 2 || !strings.Contains(dead[1].Message, "already used") {
+		t.Errorf("dead letters %+v, want both commands, the second saying the id was used", dead)
+	}
+}
+
+// TestLogLinesNameTheRegionOnce: the outbox scopes its logger with the
+// region; no record repeats it.
+func TestLogLinesNameTheRegionOnce(t *testing.T) {
+	e := newEnv(t)
+	var buf syncBuffer
+	stop := e.start(t, e.newOutbox(t, &fakeSender{}, func(o *Options) {
+		o.Logger = slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}))
+	conv := e.conversation(t, "1", normalize.KindDirect, time.Now())
+	e.submit(t, reply("r-log", conv, "hello"))
+	e.statuses.wait(t, "r-log", 20*time.Second)
+	stop()
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) < 3 {
+		t.Fatalf("only %d log lines", len(lines))
+	}
+	for _, l := range lines {
+		if n := strings.Count(l, " region="); n != 1 {
+			t.Errorf("%d region attributes in %q, want 1", n, l)
+		}
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
