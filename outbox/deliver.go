@@ -50,6 +50,7 @@ type delivery struct {
 	// (at another stream sequence) that already failed: the outcome stays,
 	// and its status and dead letter say why.
 	reused bool
+	label  string // metricLabel, once known
 }
 
 // deliver takes one command to its outcome. It returns with the command
@@ -261,6 +262,7 @@ func (d *delivery) run(ctx context.Context) {
 	}
 
 	tgt, ok := o.opts.Lookup(d.connector)
+	d.setLabel(ok)
 	if !ok {
 		// Another instance, or this one after a restart, may run it.
 		d.retryLater(ctx, &connectors.Error{
@@ -396,7 +398,7 @@ func (d *delivery) send(ctx context.Context, tgt Target, addr connectors.Address
 				}
 				o.pacer.notBefore(conv, time.Now().Add(wait))
 				if ctx.Err() == nil && waited+wait <= o.opts.InProcessRetry {
-					o.obs.Retried(d.connector, ce.Class)
+					o.obs.Retried(d.metricLabel(), ce.Class)
 					waited += wait
 					d.tries++
 					if !kit.Sleep(ctx, wait) {
@@ -410,7 +412,7 @@ func (d *delivery) send(ctx context.Context, tgt Target, addr connectors.Address
 			default:
 				next := bo.NextBackOff()
 				if ctx.Err() == nil && next != backoff.Stop && waited+next <= o.opts.InProcessRetry {
-					o.obs.Retried(d.connector, ce.Class)
+					o.obs.Retried(d.metricLabel(), ce.Class)
 					waited += next
 					d.tries++
 					if !kit.Sleep(ctx, next) {
@@ -499,7 +501,7 @@ func (d *delivery) retryLater(ctx context.Context, ce *connectors.Error, delay t
 			Message: fmt.Sprintf("%s (gave up after %d tries in %d deliveries)", errMessage(ce), d.tries, d.delivery)})
 		return
 	}
-	o.obs.Retried(d.connector, ce.Class)
+	o.obs.Retried(d.metricLabel(), ce.Class)
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
 	defer cancel()
 	d.record()
@@ -550,7 +552,7 @@ func (d *delivery) succeed(ctx context.Context, fresh bool) {
 	}
 	d.settle(fctx, func() error { return d.msg.DoubleAck(fctx) })
 	if fresh {
-		o.obs.Sent(d.connector, len(d.marker.PlatformIDs), o.sinceStored(d.stored))
+		o.obs.Sent(d.metricLabel(), len(d.marker.PlatformIDs), o.sinceStored(d.stored))
 	}
 	d.log.Debug("reply sent", "parts", len(d.marker.PlatformIDs), "attempt", d.marker.Attempts)
 }
@@ -596,8 +598,8 @@ func (d *delivery) fail(ctx context.Context, f failure) {
 		return
 	}
 	d.settle(fctx, func() error { return d.msg.TermWithReason(clip(string(f.Code)+": "+f.Message, 256)) })
-	o.obs.DeadLettered(d.connector)
-	o.obs.Failed(d.connector, f.Code)
+	o.obs.DeadLettered(d.metricLabel())
+	o.obs.Failed(d.metricLabel(), f.Code)
 	d.log.Warn("reply dead-lettered", "code", f.Code, "platform_code", f.PlatformCode, "attempt", f.Attempts, "reason", f.Message)
 }
 
@@ -711,4 +713,27 @@ func (o *Outbox) sinceStored(t time.Time) time.Duration {
 		return 0
 	}
 	return max(time.Since(t), 0)
+}
+
+// UnknownConnector is the metrics label of commands naming a connector
+// this instance does not run: command subjects come from helpdesks, and a
+// label must not, or a stream of made-up connector tokens would add a
+// series each.
+const UnknownConnector = "_unknown"
+
+// metricLabel is the connector label of this delivery's metrics; the
+// connector is looked up once per delivery.
+func (d *delivery) metricLabel() string {
+	if d.label == "" {
+		_, ok := d.o.opts.Lookup(d.connector)
+		d.setLabel(ok)
+	}
+	return d.label
+}
+
+func (d *delivery) setLabel(running bool) {
+	d.label = UnknownConnector
+	if running {
+		d.label = d.connector
+	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/parley-gateway/parley/connectors"
 	"github.com/parley-gateway/parley/connectors/kit"
+	"github.com/parley-gateway/parley/internal/bus"
 	"github.com/parley-gateway/parley/internal/directory"
 	"github.com/parley-gateway/parley/internal/wait"
 	"github.com/parley-gateway/parley/normalize"
@@ -897,4 +898,47 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// labelObserver records the connector label of every outcome.
+type labelObserver struct {
+	mu     sync.Mutex
+	labels map[string]bool
+}
+
+func (l *labelObserver) add(c string)                           { l.mu.Lock(); l.labels[c] = true; l.mu.Unlock() }
+func (l *labelObserver) Sent(c string, _ int, _ time.Duration)  { l.add(c) }
+func (l *labelObserver) Failed(c string, _ normalize.ErrorCode) { l.add(c) }
+func (l *labelObserver) Retried(c string, _ connectors.Class)   { l.add(c) }
+func (l *labelObserver) DeadLettered(c string)                  { l.add(c) }
+
+// TestMetricLabelsNameOnlyConnectorsThatRunHere: command subjects come
+// from helpdesks; made-up connector tokens must not each add a series.
+func TestMetricLabelsNameOnlyConnectorsThatRunHere(t *testing.T) {
+	e := newEnv(t)
+	obs := &labelObserver{labels: map[string]bool{}}
+	e.runOutbox(t, &fakeSender{}, func(o *Options) { o.Observer = obs; o.MaxAttempts = 1 })
+	conv := e.conversation(t, "1", normalize.KindDirect, time.Now())
+	e.submit(t, reply("r-ok", conv, "hello"))
+	for i := range 20 {
+		id := fmt.Sprintf("r-made-up-%d", i)
+		_, err := e.b.Publish(testContext(t, 5*time.Second), bus.Message{
+			Subject: e.b.Subjects().Command(testRegion, "nowhere", fmt.Sprintf("made-up-%d", i), string(conv)),
+			MsgID:   id, Data: mustJSON(t, reply(id, conv, "x")),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.statuses.wait(t, "r-ok", 20*time.Second)
+	for i := range 20 {
+		e.statuses.wait(t, fmt.Sprintf("r-made-up-%d", i), 20*time.Second)
+	}
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	for c := range obs.labels {
+		if c != testConnector && c != UnknownConnector {
+			t.Errorf("metrics label %q: only configured connectors and %s may appear", c, UnknownConnector)
+		}
+	}
 }
