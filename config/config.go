@@ -14,6 +14,11 @@
 //     plus, through a SettingsCheck supplied by the caller, of each
 //     connector's own platform block.
 //
+// Before the first step, a document whose YAML aliases would expand past a
+// bound (maxAliasNodes, maxAliasBytes) is refused with that one problem:
+// decoding and validation walk an anchored value again at every alias, and
+// a small file can expand to millions of nodes.
+//
 // Every problem carries its path, in the form operators see in
 // "parley config check": "http.listen: ..." at the top level and
 // "connectors[1] (fb-latam): messenger.app_secret: required" inside a

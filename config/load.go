@@ -75,7 +75,9 @@ func Load(path string, opts ...Option) (*Config, error) {
 // Parse expands, decodes and validates a YAML configuration. An empty
 // document yields Default(). On any problem, from YAML syntax to a
 // connector's settings, it returns a nil Config and a *ValidationError
-// listing every problem found.
+// listing every problem found, except that a document whose YAML aliases
+// expand past maxAliasNodes or maxAliasBytes is refused with that one
+// problem and checked no further.
 func Parse(data []byte, opts ...Option) (*Config, error) {
 	o := options{lookupEnv: os.LookupEnv, readFile: os.ReadFile, baseDir: "."}
 	for _, opt := range opts {
@@ -84,6 +86,13 @@ func Parse(data []byte, opts ...Option) (*Config, error) {
 	root, err := parseYAML(data)
 	if err != nil {
 		return nil, &ValidationError{Problems: []Problem{{Message: err.Error()}}}
+	}
+	// Before anything follows an alias: past the bound, checking the rest
+	// would cost what the bound is there to prevent.
+	if root != nil {
+		if p := checkAliases(root); p != nil {
+			return nil, &ValidationError{Problems: []Problem{*p}}
+		}
 	}
 
 	var probs problems
@@ -95,7 +104,7 @@ func Parse(data []byte, opts ...Option) (*Config, error) {
 
 	// Values that failed to expand or decode hold a default or nothing;
 	// validating them again would report one mistake twice.
-	found := probs
+	found := probs.coverage()
 	var checked problems
 	validate(cfg, o.platforms, o.check, &checked)
 	for _, q := range checked {

@@ -37,17 +37,32 @@ func (p Problem) String() string {
 	return b.String()
 }
 
+// maxPrintedProblems bounds the lines of ValidationError.Error. A file
+// with thousands of problems has a few mistakes repeated (a list pasted in
+// the wrong place, a block copied to every connector): the first hundred
+// show them, and a terminal or a log line does not drown in the rest.
+const maxPrintedProblems = 100
+
 // ValidationError lists every problem found in a configuration. Callers get
 // it with errors.As to print or inspect the problems one by one.
 type ValidationError struct {
+	// Problems holds every problem, however many Error prints.
 	Problems []Problem
 }
 
-// Error returns the problems one per line.
+// Error returns the problems one per line: the first maxPrintedProblems,
+// then a line counting the rest.
 func (e *ValidationError) Error() string {
-	lines := make([]string, len(e.Problems))
-	for i, p := range e.Problems {
+	shown := e.Problems[:min(len(e.Problems), maxPrintedProblems)]
+	lines := make([]string, len(shown), len(shown)+1)
+	for i, p := range shown {
 		lines[i] = p.String()
+	}
+	switch rest := len(e.Problems) - len(shown); {
+	case rest == 1:
+		lines = append(lines, "… and 1 more problem")
+	case rest > 1:
+		lines = append(lines, fmt.Sprintf("… and %d more problems", rest))
 	}
 	return strings.Join(lines, "\n")
 }
@@ -138,15 +153,31 @@ func (ps problems) err() error {
 	return &ValidationError{Problems: ps}
 }
 
-// covers reports whether a problem was already found at path p or at a
-// value that contains it. Validation runs on values that failed to expand or
-// decode (they keep their default or are left empty); skipping those paths
+// coverage holds the paths of the problems found by expansion and
+// decoding. Validation runs on values that failed to expand or decode (they
+// keep their default or are left empty); skipping the paths these cover
 // reports each mistake once.
-func (ps problems) covers(p string) bool {
+type coverage map[string]bool
+
+func (ps problems) coverage() coverage {
+	c := make(coverage, len(ps))
 	for _, q := range ps {
-		// A problem with "token_file" (say, a missing file) covers "token".
-		if q.Path == p || q.Path == p+fileSuffix || strings.HasPrefix(p, q.Path+".") || strings.HasPrefix(p, q.Path+"[") ||
-			strings.HasPrefix(p, q.Path+": ") {
+		c[q.Path] = true
+	}
+	return c
+}
+
+// covers reports whether a problem was found at path p or at a value that
+// contains it. It looks up p's own ancestors rather than comparing p with
+// every problem found, so that a file with many problems of both kinds is
+// not checked in quadratic time.
+func (c coverage) covers(p string) bool {
+	// A problem with "token_file" (say, a missing file) covers "token".
+	if c[p] || c[p+fileSuffix] {
+		return true
+	}
+	for i := range len(p) {
+		if (p[i] == '.' || p[i] == '[' || strings.HasPrefix(p[i:], ": ")) && c[p[:i]] {
 			return true
 		}
 	}
