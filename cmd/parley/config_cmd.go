@@ -14,7 +14,7 @@ func runConfig(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	switch args[0] {
 	case "check":
-		return runConfigCheck(env, args[1:])
+		return runConfigCheck(ctx, env, args[1:])
 	case "example":
 		return runConfigExample(env, args[1:])
 	case "-h", "--help", "help":
@@ -24,7 +24,7 @@ func runConfig(ctx context.Context, env *cliEnv, args []string) error {
 	return usagef("unknown config subcommand %q (check | example)", args[0])
 }
 
-func runConfigCheck(env *cliEnv, args []string) error {
+func runConfigCheck(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags(env, "config check", "config check [--config FILE]")
 	cfgPath := configFlag(fs, env)
 	if err := parseFlags(fs, args); err != nil {
@@ -33,7 +33,7 @@ func runConfigCheck(env *cliEnv, args []string) error {
 	if fs.NArg() > 0 {
 		return usagef("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
-	cfg, err := loadConfig(env, *cfgPath)
+	cfg, err := loadConfig(ctx, env, *cfgPath)
 	if err != nil {
 		return err
 	}

@@ -31,7 +31,7 @@ func runDLQ(ctx context.Context, env *cliEnv, args []string) error {
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(env, *cfgPath)
+	cfg, err := loadConfig(ctx, env, *cfgPath)
 	if err != nil {
 		return err
 	}

@@ -29,7 +29,7 @@ func runHealthcheck(ctx context.Context, env *cliEnv, args []string) error {
 	if *timeout <= 0 {
 		return usagef("--timeout must be positive")
 	}
-	cfg, err := loadConfig(env, *cfgPath)
+	cfg, err := loadConfig(ctx, env, *cfgPath)
 	if err != nil {
 		return err
 	}

@@ -40,6 +40,12 @@ func (e usageError) Unwrap() error { return e.err }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
 
+// errInterrupted ends a command that SIGINT or SIGTERM stopped before its
+// work was done: main prints where it stopped and exits 1. A command whose
+// work is to run until stopped (serve, tail, demo --keep) returns nil
+// instead.
+var errInterrupted = errors.New("interrupted")
+
 type command struct {
 	name    string
 	summary string

@@ -46,7 +46,7 @@ func runPair(ctx context.Context, env *cliEnv, args []string) error {
 	if !ok {
 		return usagef("platform %q is not built into this binary (it has: %s)", platform, strings.Join(env.registry().Names(), ", "))
 	}
-	cfg, err := loadConfig(env, *cfgPath)
+	cfg, err := loadConfig(ctx, env, *cfgPath)
 	if err != nil {
 		return err
 	}

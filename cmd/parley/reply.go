@@ -38,7 +38,7 @@ func runReply(ctx context.Context, env *cliEnv, args []string) error {
 	if err := r.Validate(); err != nil {
 		return usageError{err}
 	}
-	cfg, err := loadConfig(env, *cfgPath)
+	cfg, err := loadConfig(ctx, env, *cfgPath)
 	if err != nil {
 		return err
 	}
@@ -87,23 +87,40 @@ func runReply(ctx context.Context, env *cliEnv, args []string) error {
 var errStatusTimeout = errors.New("no delivery status in time")
 
 // waitStatus follows a region's status events from start until the
-// reply.sent or reply.failed of replyID arrives.
+// reply.sent or reply.failed of replyID arrives, for at most wait; it
+// returns errInterrupted as soon as ctx ends.
 func waitStatus(ctx context.Context, b *bus.Bus, region, replyID string, start time.Time, wait time.Duration) (*normalize.Event, error) {
-	ctx, cancel := context.WithTimeout(ctx, wait)
+	waitCtx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	cons, err := b.JS().OrderedConsumer(ctx, bus.StreamName("EVT", region), jetstream.OrderedConsumerConfig{
+	stopped := func() error {
+		switch {
+		case ctx.Err() != nil:
+			return fmt.Errorf("waiting for the status of reply %s (it is stored in the outbox): %w", replyID, errInterrupted)
+		case waitCtx.Err() != nil:
+			return fmt.Errorf("reply %s: %w after %s", replyID, errStatusTimeout, wait)
+		}
+		return nil
+	}
+	cons, err := b.JS().OrderedConsumer(waitCtx, bus.StreamName("EVT", region), jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{b.Subjects().Events(region)},
 		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
 		OptStartTime:   &start,
 	})
 	if err != nil {
+		if stop := stopped(); stop != nil {
+			return nil, stop
+		}
 		return nil, fmt.Errorf("following status events: %w", err)
 	}
 	for {
-		m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("reply %s: %w after %s", replyID, errStatusTimeout, wait)
+		if stop := stopped(); stop != nil {
+			return nil, stop
 		}
+		// Pulls stay short: one lost in a reconnect costs five seconds,
+		// not the rest of the wait.
+		pullCtx, cancelPull := context.WithTimeout(waitCtx, 5*time.Second)
+		m, err := cons.Next(jetstream.FetchContext(pullCtx))
+		cancelPull()
 		if err != nil {
 			continue
 		}

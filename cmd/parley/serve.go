@@ -25,7 +25,7 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	if fs.NArg() > 0 {
 		return usagef("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
-	cfg, err := loadConfig(env, *cfgPath)
+	cfg, err := loadConfig(ctx, env, *cfgPath)
 	if err != nil {
 		return err
 	}
@@ -59,7 +59,10 @@ func reloadOnHangup(ctx context.Context, env *cliEnv, path string, a *app.App, h
 		case <-hup:
 		}
 		log.Info("reloading the configuration", "path", path)
-		cfg, err := loadConfig(env, path)
+		cfg, err := loadConfig(ctx, env, path)
+		if errors.Is(err, errInterrupted) {
+			return // serve is stopping
+		}
 		if err != nil {
 			log.Error("configuration not reloaded: it does not validate", "error", err)
 			continue
@@ -73,9 +76,29 @@ func reloadOnHangup(ctx context.Context, env *cliEnv, path string, a *app.App, h
 }
 
 // loadConfig loads and fully validates a config file; every problem is a
-// usage error (exit 2) listing each path.
-func loadConfig(env *cliEnv, path string) (*config.Config, error) {
-	cfg, err := config.Load(path, append(app.LoadOptions(env.registry()), config.WithLookupEnv(env.lookupEnv))...)
+// usage error (exit 2) listing each path. Loading does not look at ctx (the
+// file may be a pipe nobody writes, or on a mount that hangs, and checking
+// a large file takes a while), so it runs aside: when ctx ends first,
+// loadConfig returns errInterrupted at once and leaves the load to finish,
+// or not, until the process exits.
+func loadConfig(ctx context.Context, env *cliEnv, path string) (*config.Config, error) {
+	type loaded struct {
+		cfg *config.Config
+		err error
+	}
+	done := make(chan loaded, 1)
+	go func() {
+		cfg, err := config.Load(path, append(app.LoadOptions(env.registry()), config.WithLookupEnv(env.lookupEnv))...)
+		done <- loaded{cfg, err}
+	}()
+	var cfg *config.Config
+	var err error
+	select {
+	case <-ctx.Done():
+		return nil, fmt.Errorf("loading %s: %w", path, errInterrupted)
+	case l := <-done:
+		cfg, err = l.cfg, l.err
+	}
 	if err != nil {
 		var ve *config.ValidationError
 		if errors.As(err, &ve) {
