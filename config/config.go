@@ -118,9 +118,10 @@ type HTTP struct {
 // API configures the authenticated /v1 endpoints.
 type API struct {
 	// Tokens are the bearer tokens accepted by /v1/*. An empty list is valid
-	// and disables /v1 entirely (webhooks, health and metrics still run);
-	// an empty string in the list is an error, because it would usually be
-	// an environment variable that expanded to nothing.
+	// and disables /v1 entirely (webhooks, health and metrics still run),
+	// with a warning (Config.Warnings); an empty string in the list is an
+	// error, because it would usually be an environment variable that
+	// expanded to nothing.
 	Tokens []secret.String `yaml:"tokens"`
 }
 

@@ -45,6 +45,20 @@ func Validate(cfg *Config, check SettingsCheck) error {
 	return probs.err()
 }
 
+// Warnings returns what c allows but an operator may not mean, one line
+// each, for `parley config check` to print and `parley serve` to log at
+// start. None is an error: each describes a deployment someone may want.
+func (c *Config) Warnings() []string {
+	var out []string
+	if len(c.API.Tokens) == 0 {
+		// Webhooks alone, with helpdesks reading events and sending
+		// replies on NATS, is such a deployment; but a forgotten token
+		// list otherwise shows only as 401s to the helpdesk.
+		out = append(out, "api.tokens is empty: /v1 (replies, conversations, media) answers 401 to everyone")
+	}
+	return out
+}
+
 // validate checks cfg; platforms, when known, are the platform names a
 // connector may have.
 func validate(cfg *Config, platforms []string, check SettingsCheck, probs *problems) {
@@ -66,7 +80,8 @@ func validate(cfg *Config, platforms []string, check SettingsCheck, probs *probl
 	if cfg.HTTP.MaxBodyBytes <= 0 {
 		probs.addTop("http.max_body_bytes", "must be positive")
 	}
-	// An empty token list is allowed and disables /v1 (see API.Tokens).
+	// An empty token list is allowed and disables /v1 (see API.Tokens and
+	// Warnings).
 	for i, t := range cfg.API.Tokens {
 		if t == "" {
 			probs.add(path{rel: "api.tokens"}.index(i), 0, "must not be empty")

@@ -398,3 +398,22 @@ func TestParseReportsEachMistakeOnce(t *testing.T) {
 		})
 	}
 }
+
+func TestWarningsSayThatAnEmptyTokenListClosesV1(t *testing.T) {
+	const closed = "api.tokens is empty: /v1 (replies, conversations, media) answers 401 to everyone"
+	for _, tc := range []struct {
+		name string
+		data string
+		want []string
+	}{
+		{"tokens absent", "", []string{closed}},
+		{"tokens empty", "api: {tokens: []}", []string{closed}},
+		{"tokens set", "api: {tokens: [t]}", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := mustParse(t, tc.data).Warnings(); !slices.Equal(got, tc.want) {
+				t.Errorf("Warnings() = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

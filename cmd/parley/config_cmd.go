@@ -38,6 +38,9 @@ func runConfigCheck(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	fmt.Fprintf(env.stdout, "%s is valid.\n", *cfgPath)
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintf(env.stderr, "warning: %s\n", w)
+	}
 	regions := cfg.Regions()
 	if len(regions) == 0 {
 		fmt.Fprintln(env.stdout, "No connector is enabled: `parley serve` would serve nothing.")

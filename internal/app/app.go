@@ -79,10 +79,11 @@ type App struct {
 	http    *httpapi.Server
 }
 
-// New validates the selection, opens NATS (embedded or external),
-// provisions every served region and builds every component. It starts
-// nothing that receives traffic: on any error everything opened is closed
-// again, so a bad configuration never leaves half a gateway running.
+// New validates the selection, logs the configuration's warnings, opens
+// NATS (embedded or external), provisions every served region and builds
+// every component. It starts nothing that receives traffic: on any error
+// everything opened is closed again, so a bad configuration never leaves
+// half a gateway running.
 func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -114,6 +115,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 		if !slices.Contains(cfg.Regions(), r) {
 			return nil, fmt.Errorf("region %q: no enabled connector names it", r)
 		}
+	}
+	for _, w := range cfg.Warnings() {
+		opts.Logger.Warn(w)
 	}
 
 	a := &App{cfg: cfg, opts: opts, log: opts.Logger, regions: map[string]*bus.Region{},
