@@ -1,8 +1,11 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -247,5 +250,29 @@ func TestParseReportsManyProblemsOfEveryKindInBoundedTime(t *testing.T) {
 	}
 	if took > 10*time.Second {
 		t.Errorf("took %s, want well within 10s", took)
+	}
+}
+
+func TestFilesAreReadWithinABound(t *testing.T) {
+	dir := t.TempDir()
+	big := filepath.Join(dir, "big")
+	if err := os.WriteFile(big, bytes.Repeat([]byte("x"), MaxSecretFileBytes+1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(dir, "parley.yaml")
+	body := "api:\n  tokens_file: " + big + "\n"
+	if err := os.WriteFile(cfgPath, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(cfgPath)
+	if err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("Load with a secret file over the bound = %v, want it refused", err)
+	}
+	// /dev/zero never ends: it must be refused, not read for ever.
+	if err := os.WriteFile(cfgPath, []byte("api:\n  tokens: [x]\nnats:\n  token_file: /dev/zero\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(cfgPath); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("Load with token_file: /dev/zero = %v, want it refused", err)
 	}
 }

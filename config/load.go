@@ -59,12 +59,37 @@ func WithPlatforms(names []string) Option {
 	return func(o *options) { o.platforms = names }
 }
 
+// Bounds of what Load reads: a configuration is a few KB and a secret a
+// few hundred bytes, so these only stop a mistake (token_file: /dev/zero,
+// a log file named by accident) from reading for ever.
+const (
+	MaxConfigBytes     = 16 << 20
+	MaxSecretFileBytes = 1 << 20
+)
+
+// readBounded reads a file of at most limit bytes.
+func readBounded(name string, limit int64) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes", name, limit)
+	}
+	return data, nil
+}
+
 // Load reads the configuration file at path and parses it with Parse;
 // relative X_file paths are relative to the file's directory. A problem
 // with the contents is a *ValidationError; any other error (such as an
 // unreadable file) is not.
 func Load(path string, opts ...Option) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := readBounded(path, MaxConfigBytes)
 	if err != nil {
 		return nil, fmt.Errorf("reading config: %w", err)
 	}
@@ -79,7 +104,7 @@ func Load(path string, opts ...Option) (*Config, error) {
 // expand past maxAliasNodes or maxAliasBytes is refused with that one
 // problem and checked no further.
 func Parse(data []byte, opts ...Option) (*Config, error) {
-	o := options{lookupEnv: os.LookupEnv, readFile: os.ReadFile, baseDir: "."}
+	o := options{lookupEnv: os.LookupEnv, readFile: func(name string) ([]byte, error) { return readBounded(name, MaxSecretFileBytes) }, baseDir: "."}
 	for _, opt := range opts {
 		opt(&o)
 	}

@@ -3,7 +3,6 @@ package kit
 import (
 	"errors"
 	"regexp"
-	"slices"
 	"strings"
 
 	"github.com/parley-gateway/parley/connectors"
@@ -21,10 +20,14 @@ func Validate[S any](raw connectors.Settings, resolve func(S) []connectors.Probl
 			problems = DecodeProblems(err)
 		}
 	}
+	decoded := make(map[string]bool, len(problems))
+	for _, q := range problems {
+		decoded[q.Path] = true
+	}
 	for _, p := range resolve(s) {
 		// A value the decoder reported is not reported again; a problem of
 		// the whole block (no path) is never a duplicate of another.
-		if p.Path == "" || !slices.ContainsFunc(problems, func(q connectors.Problem) bool { return q.Path == p.Path }) {
+		if p.Path == "" || !decoded[p.Path] {
 			problems = append(problems, p)
 		}
 	}
