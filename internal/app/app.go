@@ -43,7 +43,9 @@ type Options struct {
 	Logger  *slog.Logger
 	// InstanceID names this process in leases; random when empty.
 	InstanceID string
-	// ShutdownTimeout bounds the wait for in-flight work on stop.
+	// ShutdownTimeout bounds the wait for in-flight work on stop; a reply
+	// being sent is waited for past it (within the outbox's own bound), so
+	// that its outcome is recorded before NATS closes.
 	ShutdownTimeout time.Duration
 	// HTTPClient is used for platform API calls; a default with timeouts
 	// when nil.
@@ -278,7 +280,9 @@ func (a *App) Gateway() *gateway.Gateway { return a.gw }
 func (a *App) Run(ctx context.Context) error {
 	runCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	var wg sync.WaitGroup
+	// outboxes is waited for apart: a send in flight may outlast
+	// ShutdownTimeout, and its outcome must be recorded before NATS closes.
+	var wg, outboxes sync.WaitGroup
 	fail := func(what string, err error) {
 		if err != nil && !errors.Is(err, context.Canceled) {
 			a.log.Error("component stopped", "component", what, "error", err)
@@ -292,8 +296,8 @@ func (a *App) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() { defer wg.Done(); fail("gateway", a.gw.Run(runCtx)) }()
 	for _, ob := range a.outbox {
-		wg.Add(1)
-		go func() { defer wg.Done(); fail("outbox", ob.Run(runCtx)) }()
+		outboxes.Add(1)
+		go func() { defer outboxes.Done(); fail("outbox", ob.Run(runCtx)) }()
 	}
 	for _, mw := range a.media {
 		wg.Add(1)
@@ -310,11 +314,17 @@ func (a *App) Run(ctx context.Context) error {
 	a.log.Info("parley is stopping")
 	a.http.Drain()
 	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
+	go func() { wg.Wait(); outboxes.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(a.opts.ShutdownTimeout):
 		a.log.Warn("shutdown timed out; unfinished work will be redelivered", "timeout", a.opts.ShutdownTimeout)
+		// Never close NATS under a send in flight: its outcome would not be
+		// recorded and a redelivery would send it again. Each outbox's Run
+		// returns within its own bound (the longest send and its
+		// bookkeeping) and gives up, loudly, whatever is still running.
+		a.log.Info("waiting for replies being sent to record their outcome")
+		outboxes.Wait()
 	}
 	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer scancel()
