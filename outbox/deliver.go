@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -39,9 +40,10 @@ type delivery struct {
 	invalid error
 
 	marker         marker
-	prevDeliveries int // deliveries recorded before this one
-	delivery       int // this delivery's number, from 1; MaxAttempts bounds it
-	tries          int // tries of the reply so far, this one included: what status events report
+	rev            uint64 // the marker's revision in the bucket; 0: none yet
+	prevDeliveries int    // deliveries recorded before this one
+	delivery       int    // this delivery's number, from 1; MaxAttempts bounds it
+	tries          int    // tries of the reply so far, this one included: what status events report
 
 	entry     *directory.Entry // nil until looked up, or when unknown
 	platform  string
@@ -193,7 +195,7 @@ func (o *Outbox) earlierPending(ctx context.Context, d *delivery) (uint64, error
 // run decides and carries out the outcome of the command.
 func (d *delivery) run(ctx context.Context) {
 	o := d.o
-	m, err := o.loadMarker(ctx, d.replyID)
+	m, rev, err := o.loadMarker(ctx, d.replyID)
 	if err != nil && ctx.Err() != nil {
 		d.handBack()
 		return
@@ -204,7 +206,7 @@ func (d *delivery) run(ctx context.Context) {
 		d.release(o.opts.RetryBase)
 		return
 	}
-	d.marker = m
+	d.marker, d.rev = m, rev
 	d.prevDeliveries = m.Deliveries
 	d.delivery = o.deliveryNumber(m.Deliveries, d.numDelivered)
 	d.tries = m.Attempts + 1
@@ -345,6 +347,10 @@ func (d *delivery) send(ctx context.Context, tgt Target, addr connectors.Address
 				d.handBack()
 				return
 			}
+			if !d.claim(ctx, i) {
+				o.release()
+				return
+			}
 			// The send finishes even when Run stops: its outcome must be
 			// recorded, not guessed at after a redelivery.
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sendTimeout)
@@ -359,7 +365,7 @@ func (d *delivery) send(ctx context.Context, tgt Target, addr connectors.Address
 				d.marker.PlatformIDs = append(d.marker.PlatformIDs, sent.PlatformID)
 				d.record()
 				d.marker.Done = len(d.marker.PlatformIDs) >= len(parts)
-				if !o.saveMarker(ctx, d.replyID, d.marker, d.ledgerMessages(i, sent.PlatformID)...) {
+				if !d.saveMarker(ctx, d.ledgerMessages(i, sent.PlatformID)...) {
 					d.log.Warn("outbox cannot record a sent part; retrying later", "part", i)
 					d.release(o.opts.RetryBase)
 					return
@@ -505,7 +511,7 @@ func (d *delivery) retryLater(ctx context.Context, ce *connectors.Error, delay t
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
 	defer cancel()
 	d.record()
-	if !o.saveMarker(fctx, d.replyID, d.marker) {
+	if !d.saveMarker(fctx) {
 		d.log.Warn("outbox cannot record the attempt count")
 	}
 	if err := putHold(fctx, o.kv, d.it.queueKey, d.seq); err != nil {
@@ -576,7 +582,7 @@ func (d *delivery) fail(ctx context.Context, f failure) {
 		d.marker.Failed = &f
 		// A redelivery then repeats this outcome; losing it only means the
 		// failure is worked out again.
-		_ = o.saveMarker(fctx, d.replyID, d.marker)
+		_ = d.saveMarker(fctx)
 	}
 	if err := d.deadLetter(fctx, f); err != nil {
 		d.log.Warn("outbox cannot dead-letter a command; retrying later", "error", err)
@@ -736,4 +742,102 @@ func (d *delivery) setLabel(running bool) {
 	if running {
 		d.label = d.connector
 	}
+}
+
+// claim marks part i of the reply as being sent by this instance, by
+// compare-and-set on the marker, so that no other instance sends it at the
+// same time (after an AckWait expiry, a takeover). It returns false, with
+// the command handed back, when another instance holds a fresh claim on the
+// part or has recorded it meanwhile, or when the marker cannot be written.
+// A stale claim (its holder died or hung mid-send) is taken over: the
+// part's outcome is unknown, and it is sent again.
+func (d *delivery) claim(ctx context.Context, i int) bool {
+	o := d.o
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+	defer cancel()
+	for range 3 {
+		now := time.Now()
+		if c := d.marker.Claim; c != nil && c.Part == i && c.Owner != o.opts.InstanceID {
+			if c.live(now, o.claimTTL) {
+				d.log.Debug("another instance is sending this part", "part", i, "owner", c.Owner)
+				d.release(min(o.claimTTL-now.Sub(c.At), turnPollMax))
+				return false
+			}
+			d.log.Warn("a part was claimed and never recorded: its outcome is unknown, sending it again",
+				"part", i, "owner", c.Owner, "claimed_at", c.At)
+		}
+		if len(d.marker.PlatformIDs) > i {
+			d.log.Debug("the part was sent meanwhile", "part", i)
+			d.release(handBackDelay)
+			return false
+		}
+		next := d.marker
+		next.Claim = &claim{Part: i, Owner: o.opts.InstanceID, At: now.UTC()}
+		b, err := json.Marshal(next)
+		if err != nil {
+			d.log.Error("outbox cannot encode a sent-marker", "error", err)
+			d.release(o.opts.RetryBase)
+			return false
+		}
+		var rev uint64
+		if d.rev == 0 {
+			rev, err = o.kv.Create(cctx, markerKey(d.replyID), b)
+		} else {
+			rev, err = o.kv.Update(cctx, markerKey(d.replyID), b, d.rev)
+		}
+		if err == nil {
+			d.marker, d.rev = next, rev
+			return true
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && !isWrongRevision(err) {
+			d.log.Warn("outbox cannot claim a part; retrying later", "part", i, "error", err)
+			d.release(o.opts.RetryBase)
+			return false
+		}
+		// Another writer moved the marker on: look at what it says.
+		m, rev, err := getMarker(cctx, o.kv, d.replyID)
+		if err != nil {
+			d.log.Warn("outbox cannot read the sent-marker; retrying later", "error", err)
+			d.release(o.opts.RetryBase)
+			return false
+		}
+		d.marker, d.rev = m, rev
+	}
+	d.release(o.opts.RetryBase)
+	return false
+}
+
+// saveMarker writes the delivery's marker, its claim cleared, with the
+// ledger records of a part just sent in the same pipelined batch (one round
+// trip), as a compare-and-set at the revision this delivery holds, within
+// finishTimeout. When it cannot, the marker is kept in memory so this
+// process at least never sends those parts again.
+func (d *delivery) saveMarker(ctx context.Context, ledger ...bus.Message) bool {
+	o := d.o
+	d.marker.Claim = nil
+	m := d.marker
+	m.PlatformIDs = slices.Clone(m.PlatformIDs)
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+	defer cancel()
+	msg, err := markerMessage(o.kv, d.replyID, m, d.rev)
+	var res []bus.PubResult
+	if err == nil {
+		res, err = o.opts.Bus.Publish(wctx, append([]bus.Message{msg}, ledger...)...)
+	}
+	if err == nil && res[0].Err != nil {
+		// Someone wrote the marker since this delivery read or claimed it:
+		// a claim was not respected, or a replay reset it. This process
+		// keeps what it knows.
+		err = res[0].Err
+		d.log.Error("the sent-marker changed under a delivery", "error", err)
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if err != nil {
+		o.unsaved[d.replyID] = m
+		return false
+	}
+	d.rev = res[0].Sequence
+	delete(o.unsaved, d.replyID)
+	return true
 }

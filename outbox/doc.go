@@ -21,10 +21,18 @@
 //     of one conversation are held in memory, the rest wait in the stream,
 //     so one busy conversation cannot use up the consumer's MaxAckPending.
 //   - A part is never sent twice because of a retry that Parley could have
-//     known had succeeded: the platform id of each part is recorded in a
-//     sent-marker (KV parley_outbox_<r>, key "sent.<reply>") right after the
-//     platform answered, before anything else happens, and every delivery
-//     starts by skipping the parts the marker lists.
+//     known had succeeded: before the send, the part is claimed in the
+//     reply's sent-marker (KV parley_outbox_<r>, key "sent.<reply>") by
+//     compare-and-set, so no other instance sends it while the claim is
+//     fresh (after an AckWait expiry, a takeover); right after the platform
+//     answered, its platform id is recorded and the claim cleared (a
+//     compare-and-set at the claim's revision, in one batch with the reply
+//     ledger's records), and every delivery starts by skipping the parts
+//     the marker lists. The one window left: an instance that dies after
+//     the platform accepted a part and before recording it leaves a claim
+//     that lapses after claimTTL (the longest send and its bookkeeping,
+//     75s); the part is then sent again. Shutdown never closes NATS under
+//     a send in flight (internal/app waits for the outbox).
 //   - The status event is published (and acknowledged by JetStream) before
 //     the command is acked or terminated, so a crash in between repeats the
 //     status, never loses it; status ids are deterministic, so the repeat

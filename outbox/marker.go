@@ -39,7 +39,28 @@ type marker struct {
 	// Failed is the terminal failure of this generation, so a redelivery
 	// after a crash repeats the same outcome instead of trying again.
 	Failed *failure `json:"failed,omitempty"`
+	// Claim is set, by compare-and-set, just before a part is sent and
+	// cleared when its outcome is recorded: while it is fresh no other
+	// instance sends that part.
+	Claim *claim `json:"claim,omitempty"`
 }
+
+// claim says an instance is sending part Part since At.
+type claim struct {
+	Part  int       `json:"part"`
+	Owner string    `json:"owner"`
+	At    time.Time `json:"at"`
+}
+
+// claimTTL is how long a claim holds: the longest send and the writing of
+// its outcome. A claim older than that was left by an instance that died
+// or hung mid-send, and the part's outcome is unknown: it is sent again.
+// That is the one window in which a part can reach the platform twice
+// (the platform accepted it, and the instance died before recording so).
+const claimTTL = sendTimeout + finishTimeout
+
+// live reports whether c, held for ttl, still holds at now.
+func (c *claim) live(now time.Time, ttl time.Duration) bool { return c != nil && now.Sub(c.At) < ttl }
 
 // failure is a terminal outcome recorded in a marker.
 type failure struct {
@@ -76,34 +97,29 @@ func getMarker(ctx context.Context, kv jetstream.KeyValue, replyID string) (mark
 	return m, e.Revision(), nil
 }
 
-// markerMessage is the KV put of a reply's marker as a bus message, so that
-// it shares a pipelined batch with the ledger records. Its msg id names the
-// content: the same marker written twice is stored once, a different one
-// never dropped as a duplicate.
-func markerMessage(kv jetstream.KeyValue, replyID string, m marker) (bus.Message, error) {
+// markerMessage is the KV write of a reply's marker as a bus message, so
+// that it shares a pipelined batch with the ledger records: a
+// compare-and-set at rev (0: the key must not exist). Its msg id names the
+// content and the revision it expects, so a different write is never
+// dropped as a duplicate of this one.
+func markerMessage(kv jetstream.KeyValue, replyID string, m marker, rev uint64) (bus.Message, error) {
 	b, err := json.Marshal(m)
 	if err != nil {
 		return bus.Message{}, fmt.Errorf("encoding sent-marker of reply %s: %w", replyID, err)
 	}
 	key := markerKey(replyID)
 	sum := sha256.Sum256(b)
+	revStr := strconv.FormatUint(rev, 10)
 	return bus.Message{
 		Subject: "$KV." + kv.Bucket() + "." + key,
-		MsgID:   "marker:" + key + ":" + hex.EncodeToString(sum[:16]),
+		MsgID:   "marker:" + key + ":" + revStr + ":" + hex.EncodeToString(sum[:16]),
 		Data:    b,
-		Header:  nats.Header{"Content-Type": []string{"application/json"}},
+		Header: nats.Header{
+			"Content-Type":                      []string{"application/json"},
+			jetstream.ExpectedLastSubjSeqHeader: []string{revStr},
+		},
+		Conditional: true,
 	}, nil
-}
-
-func putMarker(ctx context.Context, kv jetstream.KeyValue, replyID string, m marker) error {
-	b, err := json.Marshal(m)
-	if err != nil {
-		return fmt.Errorf("encoding sent-marker of reply %s: %w", replyID, err)
-	}
-	if _, err := kv.Put(ctx, markerKey(replyID), b); err != nil {
-		return fmt.Errorf("writing sent-marker of reply %s: %w", replyID, err)
-	}
-	return nil
 }
 
 // resetMarker starts a new generation of a reply's marker for a replay:

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -147,6 +149,9 @@ type Options struct {
 	// MaxInFlight bounds the SendPart calls in flight across all
 	// conversations (default 256).
 	MaxInFlight int
+	// InstanceID names this process in the claims of parts it sends
+	// (default hostname-pid).
+	InstanceID string
 }
 
 // Outbox delivers the reply commands of one region. Create it with New,
@@ -158,9 +163,10 @@ type Outbox struct {
 	obs  Observer
 	kv   jetstream.KeyValue // parley_outbox_<r>: sent-markers and holds
 
-	sem     chan struct{} // bounds SendPart calls in flight
-	pacer   *pacer
-	maxHeld int // maxHeldPerConversation; tests lower it
+	sem      chan struct{} // bounds SendPart calls in flight
+	pacer    *pacer
+	maxHeld  int           // maxHeldPerConversation; tests lower it
+	claimTTL time.Duration // claimTTL; tests lower it
 
 	running atomic.Bool
 
@@ -236,6 +242,10 @@ func New(opts Options) (*Outbox, error) {
 	if opts.MaxInFlight <= 0 {
 		opts.MaxInFlight = DefaultMaxInFlight
 	}
+	if opts.InstanceID == "" {
+		host, _ := os.Hostname()
+		opts.InstanceID = host + "-" + strconv.Itoa(os.Getpid())
+	}
 	obs := opts.Observer
 	if obs == nil {
 		obs = nopObserver{}
@@ -249,6 +259,7 @@ func New(opts Options) (*Outbox, error) {
 		sem:      make(chan struct{}, opts.MaxInFlight),
 		pacer:    newPacer(),
 		maxHeld:  maxHeldPerConversation,
+		claimTTL: claimTTL,
 		limiters: map[string]*rate.Limiter{},
 		unsaved:  map[string]marker{},
 	}, nil
@@ -626,40 +637,17 @@ func (o *Outbox) recentlySettled(seq uint64) bool {
 	return ok
 }
 
-// loadMarker reads a reply's marker, preferring this process's own record
-// when the last write of it failed.
-func (o *Outbox) loadMarker(ctx context.Context, replyID string) (marker, error) {
+// loadMarker reads a reply's marker and its revision (0: none yet),
+// preferring this process's own record when its last write failed.
+func (o *Outbox) loadMarker(ctx context.Context, replyID string) (marker, uint64, error) {
 	gctx, cancel := context.WithTimeout(ctx, finishTimeout)
 	defer cancel()
-	m, _, err := getMarker(gctx, o.kv, replyID)
+	m, rev, err := getMarker(gctx, o.kv, replyID)
 	o.mu.Lock()
 	u, ok := o.unsaved[replyID]
 	o.mu.Unlock()
 	if ok && (err != nil || len(u.PlatformIDs) > len(m.PlatformIDs) || u.Done && !m.Done) {
-		return u, nil
+		return u, rev, nil
 	}
-	return m, err
-}
-
-// saveMarker writes a reply's marker, with the ledger records of a part
-// just sent in the same pipelined batch (one round trip), within
-// finishTimeout; Publish re-publishes what is not acknowledged. When it
-// cannot, the marker is kept in memory so this process at least never sends
-// those parts again.
-func (o *Outbox) saveMarker(ctx context.Context, replyID string, m marker, ledger ...bus.Message) bool {
-	m.PlatformIDs = slices.Clone(m.PlatformIDs)
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
-	defer cancel()
-	msg, err := markerMessage(o.kv, replyID, m)
-	if err == nil {
-		_, err = o.opts.Bus.Publish(wctx, append([]bus.Message{msg}, ledger...)...)
-	}
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if err != nil {
-		o.unsaved[replyID] = m
-		return false
-	}
-	delete(o.unsaved, replyID)
-	return true
+	return m, rev, err
 }

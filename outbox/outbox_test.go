@@ -942,3 +942,54 @@ func TestMetricLabelsNameOnlyConnectorsThatRunHere(t *testing.T) {
 		}
 	}
 }
+
+// TestAPartClaimedByAnotherInstanceIsNotSentUntilTheClaimLapses: a part's
+// marker is claimed by compare-and-set before the send, so while another
+// instance's claim is fresh this one does not send it; a claim its holder
+// never recorded (it died mid-send) lapses, and the part goes.
+func TestAPartClaimedByAnotherInstanceIsNotSentUntilTheClaimLapses(t *testing.T) {
+	e := newEnv(t)
+	sender := &fakeSender{}
+	o := e.newOutbox(t, sender, func(o *Options) { o.InstanceID = "me" })
+	o.claimTTL = 2 * time.Second
+	conv := e.conversation(t, "1", normalize.KindDirect, time.Now())
+	claimed := time.Now().UTC()
+	b := mustJSON(t, marker{Claim: &claim{Part: 0, Owner: "another-instance", At: claimed}})
+	if _, err := e.reg.Outbox.Create(testContext(t, 5*time.Second), markerKey("r-claimed"), b); err != nil {
+		t.Fatal(err)
+	}
+	e.start(t, o)
+	e.submit(t, reply("r-claimed", conv, "only once"))
+	ev := e.statuses.wait(t, "r-claimed", 20*time.Second)
+	if ev.Type != normalize.TypeReplySent {
+		t.Fatalf("status %s, want reply.sent once the claim lapsed", ev.Type)
+	}
+	calls := sender.history()
+	if len(calls) != 1 {
+		t.Fatalf("%d send calls, want 1", len(calls))
+	}
+	if held := calls[0].At.Sub(claimed); held < 2*time.Second {
+		t.Errorf("sent %s after the other instance's claim, want after its %s lapsed", held, 2*time.Second)
+	}
+	if ev.Data.Reply.Attempts != 1 {
+		t.Errorf("%d attempts, want 1: waiting for another instance's claim is not an attempt", ev.Data.Reply.Attempts)
+	}
+}
+
+// TestTheClaimIsClearedWhenThePartIsRecorded: after a reply is sent its
+// marker holds every part and no claim, so a replay or a late redelivery
+// never waits on a claim of its own.
+func TestTheClaimIsClearedWhenThePartIsRecorded(t *testing.T) {
+	e := newEnv(t)
+	e.runOutbox(t, &fakeSender{}, nil)
+	conv := e.conversation(t, "1", normalize.KindDirect, time.Now())
+	e.submit(t, reply("r-two", conv, "one|two"))
+	e.statuses.wait(t, "r-two", 20*time.Second)
+	m, _, err := getMarker(testContext(t, 5*time.Second), e.reg.Outbox, "r-two")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !m.Done || len(m.PlatformIDs) != 2 || m.Claim != nil {
+		t.Errorf("marker %+v, want both parts recorded and no claim left", m)
+	}
+}

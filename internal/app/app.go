@@ -158,7 +158,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 	for _, r := range regions {
 		ob, err := outbox.New(outbox.Options{
 			Region: r, Bus: a.bus, Handles: a.regions[r], Directory: a.dirs[r], Ledger: a.ledgers[r],
-			Lookup: a.outboxTarget, Logger: opts.Logger.With("component", "outbox"),
+			Lookup: a.outboxTarget, Logger: opts.Logger.With("component", "outbox"), InstanceID: opts.InstanceID,
 			Observer:       a.metrics.OutboxObserver(r),
 			MaxAttempts:    opts.Outbox.MaxAttempts,
 			InProcessRetry: opts.Outbox.InProcessRetry,
