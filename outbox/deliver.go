@@ -384,6 +384,10 @@ func (d *delivery) send(ctx context.Context, tgt Target, addr connectors.Address
 				break
 			}
 
+			// The platform answered no: the part is known not sent, so
+			// the claim goes at once, or an instance taking over after a
+			// stop would wait out a claim on nothing.
+			d.clearClaim(ctx)
 			ce := connectors.Classify(err)
 			d.log.Debug("send failed", "part", i, "class", ce.Class, "platform_code", ce.PlatformCode, "error", err)
 			switch ce.Class {
@@ -532,6 +536,7 @@ func (d *delivery) handBack() { d.release(handBackDelay) }
 // release hands the command back without counting an attempt: Run is
 // stopping, or NATS itself is in trouble.
 func (d *delivery) release(delay time.Duration) {
+	d.clearClaim(context.Background())
 	var err error
 	if delay > 0 {
 		err = d.msg.NakWithDelay(delay)
@@ -840,4 +845,16 @@ func (d *delivery) saveMarker(ctx context.Context, ledger ...bus.Message) bool {
 	d.rev = res[0].Sequence
 	delete(o.unsaved, d.replyID)
 	return true
+}
+
+// clearClaim removes this delivery's claim from the marker, when it holds
+// one, best effort: a claim left behind only delays the next sender by
+// claimTTL.
+func (d *delivery) clearClaim(ctx context.Context) {
+	if c := d.marker.Claim; c == nil || c.Owner != d.o.opts.InstanceID {
+		return
+	}
+	if !d.saveMarker(ctx) {
+		d.log.Debug("outbox cannot clear its claim on a part; it lapses by itself")
+	}
 }

@@ -993,3 +993,35 @@ func TestTheClaimIsClearedWhenThePartIsRecorded(t *testing.T) {
 		t.Errorf("marker %+v, want both parts recorded and no claim left", m)
 	}
 }
+
+// TestAnInstanceThatStopsLeavesNoClaimBehind: a part that failed, then a
+// stop, must not make the next instance wait out a claim on a part known
+// not to be sent.
+func TestAnInstanceThatStopsLeavesNoClaimBehind(t *testing.T) {
+	e := newEnv(t)
+	sender := &fakeSender{script: func(sendCall, int) error {
+		return connectors.Transient("503", errors.New("the platform is down"))
+	}}
+	first := e.newOutbox(t, sender, func(o *Options) { o.InstanceID = "first"; o.InProcessRetry = 5 * time.Second })
+	stopFirst := e.start(t, first)
+	conv := e.conversation(t, "1", normalize.KindDirect, time.Now())
+	e.submit(t, reply("r-stop", conv, "later"))
+	wait.For(t, 10*time.Second, "two failed tries", func() bool { return len(sender.history()) >= 2 })
+	stopFirst()
+
+	m, _, err := getMarker(testContext(t, 5*time.Second), e.reg.Outbox, "r-stop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Claim != nil {
+		t.Fatalf("marker %+v after a stop, want no claim left", m)
+	}
+	ok := &fakeSender{}
+	second := e.newOutbox(t, ok, func(o *Options) { o.InstanceID = "second" })
+	second.claimTTL = time.Hour // a leftover claim would block the test
+	e.start(t, second)
+	ev := e.statuses.wait(t, "r-stop", 20*time.Second)
+	if ev.Type != normalize.TypeReplySent {
+		t.Errorf("status %s after the takeover, want reply.sent", ev.Type)
+	}
+}
