@@ -98,15 +98,7 @@ func New(deps connectors.Deps, raw connectors.Settings) (connectors.Connector, e
 	if err != nil {
 		return nil, err
 	}
-	if deps.Logger == nil {
-		deps.Logger = slog.New(slog.DiscardHandler)
-	}
-	if deps.Now == nil {
-		deps.Now = time.Now
-	}
-	if deps.HTTPClient == nil {
-		deps.HTTPClient = http.DefaultClient
-	}
+	deps = kit.WithDefaults(deps)
 	pollClient := *deps.HTTPClient
 	pollClient.Timeout = 0
 

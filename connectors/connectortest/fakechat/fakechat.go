@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/parley-gateway/parley/connectors"
 	"github.com/parley-gateway/parley/connectors/kit"
@@ -42,15 +41,7 @@ func New(deps connectors.Deps, raw connectors.Settings) (connectors.Connector, e
 	if err != nil {
 		return nil, err
 	}
-	if deps.Logger == nil {
-		deps.Logger = slog.New(slog.DiscardHandler)
-	}
-	if deps.Now == nil {
-		deps.Now = time.Now
-	}
-	if deps.HTTPClient == nil {
-		deps.HTTPClient = http.DefaultClient
-	}
+	deps = kit.WithDefaults(deps)
 	c := &Connector{deps: deps, cfg: cfg, log: deps.Logger}
 	c.health = kit.NewHealth(deps)
 	c.inbound = kit.NewInbound(deps, c.health)
