@@ -72,10 +72,15 @@ const DefaultBudget = 5 * time.Second
 // the budget less a tenth (at least 200ms) for the answer to travel, but
 // never less than half the budget; a budget of 0 is DefaultBudget.
 func Deadline(budget time.Duration) time.Duration {
-	if budget <= 0 {
-		budget = DefaultBudget
-	}
+	budget = budgetOrDefault(budget)
 	return max(budget-max(budget/10, 200*time.Millisecond), budget/2)
+}
+
+func budgetOrDefault(budget time.Duration) time.Duration {
+	if budget <= 0 {
+		return DefaultBudget
+	}
+	return budget
 }
 
 var defaultOK = []byte(`{"ok":true}`)
@@ -162,11 +167,7 @@ func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *Webhook) unavailable(w http.ResponseWriter, log *slog.Logger, ctx context.Context, err error) {
 	reason := "events cannot be stored right now"
 	if ctx.Err() != nil {
-		budget := h.Budget
-		if budget <= 0 {
-			budget = DefaultBudget
-		}
-		reason = "events could not be stored within the answer budget of " + budget.String()
+		reason = "events could not be stored within the answer budget of " + budgetOrDefault(h.Budget).String()
 	}
 	log.Warn("answering 503 to a webhook request", "reason", reason, "error", err)
 	w.Header().Set("Retry-After", retryAfterSeconds)

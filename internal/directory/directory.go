@@ -262,6 +262,7 @@ type Inbound struct {
 type InboundWrite struct {
 	s     *Store
 	convs []*convWrite // in order of first appearance
+	byID  map[normalize.ConversationID]*convWrite
 	// slow are conversations without a prepared write although their
 	// events may change them (an id that is not a valid key, an entry not
 	// cached and not loaded): their events go through RecordInbound.
@@ -290,8 +291,8 @@ type convWrite struct {
 // computed from, so a concurrent writer on another instance makes them
 // fail instead of being overwritten; hand the results to Settle.
 func (s *Store) PrepareInbound(recs []Inbound) *InboundWrite {
-	w := &InboundWrite{s: s}
 	byID := make(map[normalize.ConversationID]*convWrite, len(recs))
+	w := &InboundWrite{s: s, byID: byID}
 	for _, r := range recs {
 		ev := r.Event
 		if ev == nil || ev.Data.Conversation == nil || ev.Subject == "" {
@@ -398,10 +399,8 @@ func (s *Store) casMessage(id normalize.ConversationID, rev uint64, data []byte)
 // as its entry records it once the batch's events are applied, and whether
 // the entry is known (cached or loaded); call it after Messages.
 func (w *InboundWrite) WindowExpiresAt(id normalize.ConversationID) (*time.Time, bool) {
-	for _, c := range w.convs {
-		if c.id == id {
-			return c.entry.WindowExpiresAt, c.known
-		}
+	if c := w.byID[id]; c != nil {
+		return c.entry.WindowExpiresAt, c.known
 	}
 	return nil, false
 }
