@@ -171,35 +171,31 @@ func checkRejected(t *testing.T, h Harness, what string, hook func(*Fixture) fun
 	}
 }
 
-// webhookOnly skips a check for a connector that takes no webhooks in the
-// fixture's settings.
-func webhookOnly(t *testing.T, s *setup, hook any) {
-	t.Helper()
-	if _, ok := s.conn.(connectors.WebhookConnector); !ok || reflect.ValueOf(hook).IsNil() {
-		t.Skip("the fixture's transport takes no webhooks")
-	}
-}
-
 func testForged(t *testing.T, h Harness) {
-	ctx := subtestContext(t)
-	s := start(t, h)
-	webhookOnly(t, s, s.fx.DeliverForged)
-	startRun(t, s.conn)
-	s.env.Health.Wait(ctx, t, normalize.StateRunning, 0)
-	if got := s.fx.DeliverForged(ctx, t, s.webhookURL); got != http.StatusUnauthorized {
-		t.Errorf("a forged request answered %d, want 401", got)
-	}
-	assertNothingStored(ctx, t, s)
+	checkRefusedRequest(t, h, "forged", func(fx *Fixture) refusedHook { return fx.DeliverForged }, http.StatusUnauthorized)
 }
 
 func testMalformed(t *testing.T, h Harness) {
+	checkRefusedRequest(t, h, "malformed", func(fx *Fixture) refusedHook { return fx.DeliverMalformed }, http.StatusBadRequest)
+}
+
+// refusedHook sends one webhook request the connector must refuse.
+type refusedHook func(ctx context.Context, t *testing.T, webhookURL string) int
+
+// checkRefusedRequest delivers a request the connector must answer with
+// want, and checks that nothing was stored. It skips for a transport
+// without webhooks (the fixture has no hook).
+func checkRefusedRequest(t *testing.T, h Harness, what string, hook func(*Fixture) refusedHook, want int) {
 	ctx := subtestContext(t)
 	s := start(t, h)
-	webhookOnly(t, s, s.fx.DeliverMalformed)
+	deliver := hook(s.fx)
+	if _, ok := s.conn.(connectors.WebhookConnector); !ok || deliver == nil {
+		t.Skip("the fixture's transport takes no webhooks")
+	}
 	startRun(t, s.conn)
 	s.env.Health.Wait(ctx, t, normalize.StateRunning, 0)
-	if got := s.fx.DeliverMalformed(ctx, t, s.webhookURL); got != http.StatusBadRequest {
-		t.Errorf("a malformed request answered %d, want 400", got)
+	if got := deliver(ctx, t, s.webhookURL); got != want {
+		t.Errorf("a %s request answered %d, want %d", what, got, want)
 	}
 	assertNothingStored(ctx, t, s)
 }
