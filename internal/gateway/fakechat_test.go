@@ -130,27 +130,3 @@ func TestWebhookPhotoEndsStoredInTheObjectStore(t *testing.T) {
 		t.Errorf("window expires at %v, want 24h after %s", e.WindowExpiresAt, e.LastInboundAt)
 	}
 }
-
-// allEvents decodes every event of a region's stream.
-func allEvents(t *testing.T, r *bus.Region) []*normalize.Event {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-	defer cancel()
-	info, err := r.Events.Info(ctx)
-	if err != nil {
-		t.Fatalf("events stream info: %v", err)
-	}
-	var out []*normalize.Event
-	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
-		m, err := r.Events.GetMsg(ctx, seq)
-		if err != nil {
-			continue
-		}
-		ev, err := normalize.Decode(m.Data)
-		if err != nil {
-			t.Fatalf("stored event does not decode: %v", err)
-		}
-		out = append(out, ev)
-	}
-	return out
-}

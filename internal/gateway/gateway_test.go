@@ -87,9 +87,8 @@ func statusOf(g *gateway.Gateway, id string) gateway.ConnectorStatus {
 	return gateway.ConnectorStatus{}
 }
 
-// stateEvents returns the connector.state events of connector id, in
-// stream order.
-func stateEvents(t *testing.T, r *bus.Region, id string) []*normalize.Event {
+// allEvents decodes every event of a region's stream.
+func allEvents(t *testing.T, r *bus.Region) []*normalize.Event {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
@@ -107,6 +106,17 @@ func stateEvents(t *testing.T, r *bus.Region, id string) []*normalize.Event {
 		if err != nil {
 			t.Fatalf("stored event does not decode: %v", err)
 		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+// stateEvents returns the connector.state events of connector id, in
+// stream order.
+func stateEvents(t *testing.T, r *bus.Region, id string) []*normalize.Event {
+	t.Helper()
+	var out []*normalize.Event
+	for _, ev := range allEvents(t, r) {
 		if ev.Type == normalize.TypeConnectorState && ev.Data.Connector == id {
 			out = append(out, ev)
 		}
