@@ -128,14 +128,21 @@ func fallbackReplyID(body []byte, msg jetstream.Msg, seq uint64) string {
 }
 
 // waitTurn blocks while an earlier command of the same conversation is
-// still in the stream (held by a NakWithDelay, another instance, or not yet
-// redelivered after a crash). It returns false when this command is no
-// longer the head of its queue or Run is stopping.
+// still in the stream (held by a NakWithDelay, the previous owner of the
+// partition, or not yet redelivered after a crash). The stream is asked
+// once per conversation and ownership, and again only after one of the
+// conversation's commands went back to it; otherwise the queue in memory
+// is the order. It returns false when this command is no longer the head
+// of its queue or the partition is stopping.
 func (o *Outbox) waitTurn(ctx context.Context, q *convQueue, d *delivery) bool {
+	if q.p.isVerified(q.key) {
+		return true
+	}
 	poll := turnPollMin
 	for {
 		earlier, err := o.earlierPending(ctx, d)
 		if err == nil && earlier == 0 {
+			q.p.setVerified(q.key)
 			return true
 		}
 		if err != nil {
@@ -169,7 +176,8 @@ func (o *Outbox) waitTurn(ctx context.Context, q *convQueue, d *delivery) bool {
 // ack.
 func (o *Outbox) earlierPending(ctx context.Context, d *delivery) (uint64, error) {
 	// Any platform and connector token: the conversation id is global.
-	filter := d.info.Prefix + "." + bus.ClassCommand + "." + d.info.Region + ".*.*." + d.info.Conversation + "." + bus.CommandKind
+	// ">": stored with a partition token, or before partitioning without.
+	filter := d.info.Prefix + "." + bus.ClassCommand + "." + d.info.Region + ".*.*." + d.info.Conversation + ".>"
 	start := uint64(1)
 	for range 64 {
 		gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -521,6 +529,7 @@ func (d *delivery) retryLater(ctx context.Context, ce *connectors.Error, delay t
 	if err := putHold(fctx, o.kv, d.it.queueKey, d.seq); err != nil {
 		d.log.Warn("outbox cannot record the conversation hold", "error", err)
 	}
+	d.it.p.unverify(d.it.queueKey)
 	if err := d.msg.NakWithDelay(delay); err != nil {
 		// Without the nak the command comes back after AckWait instead.
 		d.log.Warn("outbox cannot nak a command", "error", err)
@@ -537,6 +546,7 @@ func (d *delivery) handBack() { d.release(handBackDelay) }
 // stopping, or NATS itself is in trouble.
 func (d *delivery) release(delay time.Duration) {
 	d.clearClaim(context.Background())
+	d.it.p.unverify(d.it.queueKey)
 	var err error
 	if delay > 0 {
 		err = d.msg.NakWithDelay(delay)

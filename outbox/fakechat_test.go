@@ -190,7 +190,7 @@ func TestAStandbyInstanceHandsRepliesBackWithoutCountingAttempts(t *testing.T) {
 		if err != nil {
 			return false
 		}
-		ci, err := e.reg.Commands.Consumer(testContext(t, 5*time.Second), ConsumerName)
+		ci, err := e.reg.Commands.Consumer(testContext(t, 5*time.Second), PartitionConsumer(testConnector))
 		if err != nil {
 			return false
 		}

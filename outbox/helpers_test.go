@@ -438,6 +438,8 @@ func (r *recorder) Retried(_ string, class connectors.Class) {
 	r.poke()
 }
 
+func (r *recorder) Owned(int) {}
+
 func (r *recorder) DeadLettered(string) {
 	r.mu.Lock()
 	r.deadLets++

@@ -12,12 +12,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/time/rate"
 
 	"github.com/parley-gateway/parley/connectors"
-	"github.com/parley-gateway/parley/connectors/kit"
 	"github.com/parley-gateway/parley/internal/bus"
 	"github.com/parley-gateway/parley/internal/directory"
 	"github.com/parley-gateway/parley/normalize"
@@ -90,6 +88,10 @@ type Target struct {
 	// another instance holds it (connectors.SendAffinity): replies are
 	// handed back, without counting an attempt, for the holder to send.
 	Standby bool
+	// Session is true when the connector's sends need its live session and
+	// this instance holds it: the connector's replies are then this
+	// instance's to send.
+	Session bool
 }
 
 // Ledger records the platform messages the outbox sent (internal/ledger):
@@ -110,6 +112,8 @@ type Observer interface {
 	Retried(connector string, class connectors.Class)
 	// DeadLettered: a command was copied to the dead-letter queue.
 	DeadLettered(connector string)
+	// Owned: this instance now owns n of the region's partitions.
+	Owned(n int)
 }
 
 // Options configure an Outbox.
@@ -122,6 +126,10 @@ type Options struct {
 	Ledger Ledger
 	// Lookup returns the connectors enabled on this instance.
 	Lookup func(connectorID string) (Target, bool)
+	// Connectors lists the ids of the region's connectors this instance
+	// runs; nil for none. The outbox owns connectors' replies preferably
+	// on an instance that runs them.
+	Connectors func() []string
 	// Logger receives the outbox's records; the outbox adds the region.
 	Logger *slog.Logger
 	// Now is the clock of reply windows, not_after and event times.
@@ -163,6 +171,14 @@ type Outbox struct {
 	obs  Observer
 	kv   jetstream.KeyValue // parley_outbox_<r>: sent-markers and holds
 
+	leases    jetstream.KeyValue // parley_leases_<r>: members and partition owners
+	leaseTTL  time.Duration
+	assign    *assignment
+	known     chan struct{} // closed once the members are first known
+	knownOnce sync.Once
+	parts     map[string]*partition // by connector token; guarded by mu
+	partsWG   sync.WaitGroup
+
 	sem      chan struct{} // bounds SendPart calls in flight
 	pacer    *pacer
 	maxHeld  int           // maxHeldPerConversation; tests lower it
@@ -170,11 +186,7 @@ type Outbox struct {
 
 	running atomic.Bool
 
-	mu       sync.Mutex
-	runCtx   context.Context // Run's context: ends waits, not in-flight sends
-	stopping bool
-	convs    map[string]*convQueue // active conversations by queue key
-	items    map[uint64]*item      // commands held, by stream sequence
+	mu       sync.Mutex // guards the partitions' maps too
 	limiters map[string]*rate.Limiter
 	// unsaved keeps markers whose KV write failed after a part was sent, so
 	// a redelivery to this process still skips that part.
@@ -183,7 +195,6 @@ type Outbox struct {
 	// terminated (settledOrder is their FIFO).
 	settled      map[uint64]struct{}
 	settledOrder []uint64
-	wg           sync.WaitGroup
 
 	// afterPart, when set (tests only), runs after a part's marker is
 	// written; an error abandons the delivery as a crash would.
@@ -199,8 +210,8 @@ func New(opts Options) (*Outbox, error) {
 	if opts.Bus == nil {
 		missing = append(missing, "bus")
 	}
-	if opts.Handles == nil || opts.Handles.Commands == nil || opts.Handles.Outbox == nil {
-		missing = append(missing, "handles (commands stream, outbox bucket)")
+	if opts.Handles == nil || opts.Handles.Commands == nil || opts.Handles.Outbox == nil || opts.Handles.Leases == nil {
+		missing = append(missing, "handles (commands stream, outbox and leases buckets)")
 	}
 	if opts.Directory == nil {
 		missing = append(missing, "directory")
@@ -250,39 +261,44 @@ func New(opts Options) (*Outbox, error) {
 	if obs == nil {
 		obs = nopObserver{}
 	}
-	return &Outbox{
+	o := &Outbox{
 		opts:     opts,
 		log:      opts.Logger.With("region", opts.Region),
 		subj:     opts.Bus.Subjects(),
 		obs:      obs,
 		kv:       opts.Handles.Outbox,
+		leases:   opts.Handles.Leases,
+		leaseTTL: opts.Bus.Options().LeaseTTL,
 		sem:      make(chan struct{}, opts.MaxInFlight),
 		pacer:    newPacer(),
 		maxHeld:  maxHeldPerConversation,
 		claimTTL: claimTTL,
 		limiters: map[string]*rate.Limiter{},
 		unsaved:  map[string]marker{},
-	}, nil
+	}
+	return o, nil
 }
 
-// Run creates or updates the durable consumer "outbox" and delivers reply
-// commands until ctx ends. It then stops fetching, lets the sends in flight
-// finish and record their outcome, hands the commands it held but had not
-// started back to the stream (Nak) for another instance, and returns nil.
-// Trouble reaching NATS is retried and logged, never returned; an error
-// means Run was misused (called twice at once).
+// Run delivers the region's reply commands until ctx ends. It announces
+// this instance among the region's outbox instances and owns the
+// connectors' commands the assignment gives it (each under a lease, so
+// never two owners at once), handing a connector over when the members
+// change. When ctx ends it stops fetching, lets the sends in flight finish
+// and record their outcome, hands the commands it held but had not started
+// back to the stream for the next owner, releases its leases and returns
+// nil. Trouble reaching NATS is retried and logged, never returned; an
+// error means Run was misused (called twice at once).
 func (o *Outbox) Run(ctx context.Context) error {
 	if !o.running.CompareAndSwap(false, true) {
 		return errors.New("outbox of region " + o.opts.Region + " is already running")
 	}
 	defer o.running.Store(false)
-
 	o.mu.Lock()
-	o.runCtx = ctx
-	o.stopping = false
-	o.convs = map[string]*convQueue{}
-	o.items = map[uint64]*item{}
+	o.parts = map[string]*partition{}
 	o.mu.Unlock()
+	o.assign = newAssignment(o.self())
+	o.known = make(chan struct{})
+	o.knownOnce = sync.Once{}
 
 	hbCtx, stopHeartbeats := context.WithCancel(context.WithoutCancel(ctx))
 	hbDone := make(chan struct{})
@@ -290,97 +306,28 @@ func (o *Outbox) Run(ctx context.Context) error {
 		defer close(hbDone)
 		o.heartbeats(hbCtx)
 	}()
-
-	o.log.Info("outbox starting")
-	o.consume(ctx)
-
-	o.mu.Lock()
-	o.stopping = true
-	o.mu.Unlock()
-	drained := make(chan struct{})
-	go func() {
-		o.wg.Wait()
-		close(drained)
+	defer func() {
+		stopHeartbeats()
+		<-hbDone
 	}()
-	var err error
-	select {
-	case <-drained:
-	case <-time.After(drainTimeout):
-		err = fmt.Errorf("outbox of region %s: in-flight sends still running after %s", o.opts.Region, drainTimeout)
+
+	o.log.Info("outbox starting", "instance", o.opts.InstanceID)
+	if !o.removeSharedConsumer(ctx) {
+		o.log.Info("outbox stopped")
+		return nil
 	}
-	stopHeartbeats()
-	<-hbDone
+	var wg sync.WaitGroup
+	for _, f := range []func(context.Context){o.announce, o.followMembers, o.discover} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f(ctx)
+		}()
+	}
+	wg.Wait()
+	o.partsWG.Wait()
 	o.log.Info("outbox stopped")
-	return err
-}
-
-// consume keeps a Consume subscription on the outbox consumer until ctx
-// ends, recreating the consumer when it fails or disappears.
-func (o *Outbox) consume(ctx context.Context) {
-	bo := backoff.NewExponentialBackOff(
-		backoff.WithInitialInterval(200*time.Millisecond),
-		backoff.WithMaxInterval(30*time.Second),
-		backoff.WithMaxElapsedTime(0),
-	)
-	for ctx.Err() == nil {
-		cc, err := o.subscribe(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			wait := bo.NextBackOff()
-			o.log.Warn("outbox consumer unavailable", "error", err, "retry_in", wait)
-			if !kit.Sleep(ctx, wait) {
-				return
-			}
-			continue
-		}
-		bo.Reset()
-		select {
-		case <-ctx.Done():
-			cc.Stop()
-			select {
-			case <-cc.Closed():
-			case <-time.After(5 * time.Second):
-			}
-			return
-		case <-cc.Closed():
-			o.log.Warn("outbox consumer stopped; subscribing again")
-		}
-	}
-}
-
-func (o *Outbox) subscribe(ctx context.Context) (jetstream.ConsumeContext, error) {
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	cons, err := o.opts.Handles.Commands.CreateOrUpdateConsumer(cctx, jetstream.ConsumerConfig{
-		Durable:       ConsumerName,
-		Description:   "Parley outbox: delivers reply commands of region " + o.opts.Region,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       o.opts.AckWait,
-		MaxDeliver:    -1, // the outbox dead-letters by itself
-		MaxAckPending: MaxAckPending,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("creating consumer %s: %w", ConsumerName, err)
-	}
-	cc, err := cons.Consume(o.dispatch,
-		jetstream.PullMaxMessages(500),
-		jetstream.PullExpiry(pullExpiry),
-		jetstream.PullHeartbeat(pullHeartbeat),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			if errors.Is(err, jetstream.ErrNoHeartbeat) {
-				// The client re-pulls by itself; see pullHeartbeat.
-				o.log.Debug("outbox consumer missed heartbeats; pulling again", "error", err)
-				return
-			}
-			o.log.Warn("outbox consumer trouble", "error", err)
-		}))
-	if err != nil {
-		return nil, fmt.Errorf("consuming %s: %w", ConsumerName, err)
-	}
-	return cc, nil
+	return nil
 }
 
 // item is one command held by this process, from delivery until its
@@ -389,6 +336,7 @@ func (o *Outbox) subscribe(ctx context.Context) (jetstream.ConsumeContext, error
 type item struct {
 	seq      uint64
 	queueKey string
+	p        *partition
 
 	mu  sync.Mutex
 	msg jetstream.Msg
@@ -404,13 +352,15 @@ func (it *item) current() jetstream.Msg {
 // one goroutine works through it and exits when it is empty.
 type convQueue struct {
 	key    string
+	p      *partition
 	items  []*item       // ascending seq
 	notify chan struct{} // a command arrived (cap 1)
 }
 
 // dispatch runs on the consumer's goroutine: it only files the command
 // under its conversation, so it never blocks on a send.
-func (o *Outbox) dispatch(msg jetstream.Msg) {
+func (p *partition) dispatch(msg jetstream.Msg) {
+	o := p.o
 	md, err := msg.Metadata()
 	if err != nil {
 		// Not a JetStream delivery; nothing to order or ack.
@@ -421,31 +371,32 @@ func (o *Outbox) dispatch(msg jetstream.Msg) {
 
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.stopping || o.runCtx.Err() != nil {
+	if p.stopping || !p.owned || p.ctx.Err() != nil {
 		_ = msg.NakWithDelay(handBackDelay)
 		return
 	}
-	if it, ok := o.items[seq]; ok {
+	if it, ok := p.items[seq]; ok {
 		it.mu.Lock()
 		it.msg = msg
 		it.mu.Unlock()
 		return
 	}
 	key := queueKey(msg.Subject())
-	q, ok := o.convs[key]
+	q, ok := p.convs[key]
 	if ok && len(q.items) >= o.maxHeld && seq > q.items[len(q.items)-1].seq {
 		// One busy conversation must not use up MaxAckPending and stall
 		// the others: its tail waits in the stream, where order holds.
+		delete(p.verified, key)
 		_ = msg.NakWithDelay(overflowDelay(md.NumDelivered))
 		return
 	}
-	it := &item{seq: seq, queueKey: key, msg: msg}
-	o.items[seq] = it
+	it := &item{seq: seq, queueKey: key, p: p, msg: msg}
+	p.items[seq] = it
 	if !ok {
-		q = &convQueue{key: key, notify: make(chan struct{}, 1)}
-		o.convs[key] = q
-		o.wg.Add(1)
-		go o.work(o.runCtx, q)
+		q = &convQueue{key: key, p: p, notify: make(chan struct{}, 1)}
+		p.convs[key] = q
+		p.wg.Add(1)
+		go p.work(p.ctx, q)
 	}
 	i, _ := slices.BinarySearchFunc(q.items, seq, func(x *item, s uint64) int {
 		switch {
@@ -484,32 +435,33 @@ func queueKey(subject string) string {
 func (o *Outbox) untrack(it *item) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.items[it.seq] == it {
-		delete(o.items, it.seq)
+	if it.p.items[it.seq] == it {
+		delete(it.p.items, it.seq)
 	}
 }
 
 // work delivers the commands of one conversation, lowest sequence first.
-func (o *Outbox) work(ctx context.Context, q *convQueue) {
-	defer o.wg.Done()
+func (p *partition) work(ctx context.Context, q *convQueue) {
+	o := p.o
+	defer p.wg.Done()
 	for {
 		o.mu.Lock()
 		if len(q.items) == 0 {
-			delete(o.convs, q.key)
+			delete(p.convs, q.key)
 			o.mu.Unlock()
 			return
 		}
 		it := q.items[0]
-		stopping := o.stopping
+		stopping := p.stopping
 		o.mu.Unlock()
 
 		if stopping || ctx.Err() != nil {
-			o.releaseQueue(q)
+			p.releaseQueue(q)
 			return
 		}
 		o.deliver(ctx, q, it)
 		o.mu.Lock()
-		if i := slices.Index(q.items, it); i >= 0 && o.items[it.seq] != it {
+		if i := slices.Index(q.items, it); i >= 0 && p.items[it.seq] != it {
 			q.items = slices.Delete(q.items, i, i+1)
 		}
 		o.mu.Unlock()
@@ -517,15 +469,16 @@ func (o *Outbox) work(ctx context.Context, q *convQueue) {
 }
 
 // releaseQueue hands every command of a queue back to the stream at once,
-// so another instance can take them while this one stops.
-func (o *Outbox) releaseQueue(q *convQueue) {
+// so the next owner can take them while this one stops.
+func (p *partition) releaseQueue(q *convQueue) {
+	o := p.o
 	o.mu.Lock()
 	items := q.items
 	q.items = nil
-	delete(o.convs, q.key)
+	delete(p.convs, q.key)
 	for _, it := range items {
-		if o.items[it.seq] == it {
-			delete(o.items, it.seq)
+		if p.items[it.seq] == it {
+			delete(p.items, it.seq)
 		}
 	}
 	o.mu.Unlock()
@@ -539,7 +492,7 @@ func (o *Outbox) releaseQueue(q *convQueue) {
 func (o *Outbox) isHead(q *convQueue, it *item) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return len(q.items) > 0 && q.items[0] == it && !o.stopping
+	return len(q.items) > 0 && q.items[0] == it && !q.p.stopping
 }
 
 // heartbeats keeps every held command alive: waiting ones as well as the
@@ -554,9 +507,11 @@ func (o *Outbox) heartbeats(ctx context.Context) {
 		case <-t.C:
 		}
 		o.mu.Lock()
-		msgs := make([]jetstream.Msg, 0, len(o.items))
-		for _, it := range o.items {
-			msgs = append(msgs, it.current())
+		var msgs []jetstream.Msg
+		for _, p := range o.parts {
+			for _, it := range p.items {
+				msgs = append(msgs, it.current())
+			}
 		}
 		o.mu.Unlock()
 		for _, m := range msgs {
@@ -577,16 +532,17 @@ func (o *Outbox) limiter(connector string, l connectors.Limits) *rate.Limiter {
 		return nil
 	}
 	key := connector + "\x00" + l.Account
+	limit := rate.Limit(l.PerAccount)
 	burst := max(l.Burst, 1)
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	lim, ok := o.limiters[key]
 	switch {
 	case !ok:
-		lim = rate.NewLimiter(rate.Limit(l.PerAccount), burst)
+		lim = rate.NewLimiter(limit, burst)
 		o.limiters[key] = lim
-	case lim.Limit() != rate.Limit(l.PerAccount) || lim.Burst() != burst:
-		lim.SetLimit(rate.Limit(l.PerAccount))
+	case lim.Limit() != limit || lim.Burst() != burst:
+		lim.SetLimit(limit)
 		lim.SetBurst(burst)
 	}
 	return lim
@@ -610,6 +566,7 @@ func (nopObserver) Sent(string, int, time.Duration)    {}
 func (nopObserver) Failed(string, normalize.ErrorCode) {}
 func (nopObserver) Retried(string, connectors.Class)   {}
 func (nopObserver) DeadLettered(string)                {}
+func (nopObserver) Owned(int)                          {}
 
 // settledRing is how many recently settled stream sequences are remembered.
 const settledRing = 4096

@@ -907,6 +907,7 @@ type labelObserver struct {
 }
 
 func (l *labelObserver) add(c string)                           { l.mu.Lock(); l.labels[c] = true; l.mu.Unlock() }
+func (l *labelObserver) Owned(int)                              {}
 func (l *labelObserver) Sent(c string, _ int, _ time.Duration)  { l.add(c) }
 func (l *labelObserver) Failed(c string, _ normalize.ErrorCode) { l.add(c) }
 func (l *labelObserver) Retried(c string, _ connectors.Class)   { l.add(c) }

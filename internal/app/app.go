@@ -158,7 +158,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err err
 	for _, r := range regions {
 		ob, err := outbox.New(outbox.Options{
 			Region: r, Bus: a.bus, Handles: a.regions[r], Directory: a.dirs[r], Ledger: a.ledgers[r],
-			Lookup: a.outboxTarget, Logger: opts.Logger.With("component", "outbox"), InstanceID: opts.InstanceID,
+			Lookup: a.outboxTarget, Connectors: func() []string { return a.gw.ConnectorIDs(r) }, Logger: opts.Logger.With("component", "outbox"), InstanceID: opts.InstanceID,
 			Observer:       a.metrics.OutboxObserver(r),
 			MaxAttempts:    opts.Outbox.MaxAttempts,
 			InProcessRetry: opts.Outbox.InProcessRetry,
@@ -344,7 +344,7 @@ func (a *App) outboxTarget(id string) (outbox.Target, bool) {
 	if !ok {
 		return outbox.Target{}, false
 	}
-	return outbox.Target{Sender: s.Connector, Platform: s.Platform, Standby: s.Standby}, true
+	return outbox.Target{Sender: s.Connector, Platform: s.Platform, Standby: s.Standby, Session: s.Session}, true
 }
 
 func (a *App) mediaFetcher(id string) (connectors.MediaFetcher, bool) { return a.gw.MediaFetcher(id) }

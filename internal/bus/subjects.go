@@ -161,6 +161,13 @@ func (s Subjects) Events(region string) string { return s.join(ClassEvent, Token
 // Commands is <p>.cmd.<region>.>, every reply command of a region.
 func (s Subjects) Commands(region string) string { return s.join(ClassCommand, Token(region), ">") }
 
+// ConnectorCommands is <p>.cmd.<region>.*.<connector>.*.send, the reply
+// commands of one connector (connector is a subject token, as in a parsed
+// subject): the filter of its outbox consumer.
+func (s Subjects) ConnectorCommands(region, connectorToken string) string {
+	return s.join(ClassCommand, Token(region), "*", connectorToken, "*", CommandKind)
+}
+
 // DLQs is <p>.dlq.<region>.>, every dead letter of a region.
 func (s Subjects) DLQs(region string) string { return s.join(ClassDLQ, Token(region), ">") }
 

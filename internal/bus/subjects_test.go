@@ -79,6 +79,7 @@ func TestSubjects(t *testing.T) {
 		{"events filter", s.Events("eu"), "parley.evt.eu.>"},
 		{"commands filter", s.Commands("eu"), "parley.cmd.eu.>"},
 		{"dlq filter", s.DLQs("eu"), "parley.dlq.eu.>"},
+		{"one connector's commands", s.ConnectorCommands("eu", "tg-1"), "parley.cmd.eu.*.tg-1.*.send"},
 		{"media filter", s.MediaJobs("eu"), "parley.media.eu.>"},
 		{"zero prefix is parley", bus.Subjects{}.Events("us"), "parley.evt.us.>"},
 		{"custom prefix", bus.Subjects{Prefix: "acme"}.Command("eu", "telegram", "tg", "c_1"), "acme.cmd.eu.telegram.tg.c_1.send"},

@@ -358,6 +358,20 @@ type Sending struct {
 	// Standby is true when the connector's sends need its live session and
 	// this instance does not hold it.
 	Standby bool
+	// Session is true when the connector's sends need its live session and
+	// this instance holds it.
+	Session bool
+}
+
+// ConnectorIDs lists the connectors of a region this instance runs.
+func (g *Gateway) ConnectorIDs(region string) []string {
+	var ids []string
+	for _, u := range g.units {
+		if b := u.current(); b.spec.Region == region {
+			ids = append(ids, b.spec.ID)
+		}
+	}
+	return ids
 }
 
 // Connector returns a connector for the outbox.
@@ -367,7 +381,9 @@ func (g *Gateway) Connector(id string) (Sending, bool) {
 		return Sending{}, false
 	}
 	b := u.current()
-	return Sending{Connector: b.conn, Platform: b.spec.Platform, Standby: b.affinity && b.exclusive && !u.holdsLease()}, true
+	needs := b.affinity && b.exclusive
+	held := needs && u.holdsLease()
+	return Sending{Connector: b.conn, Platform: b.spec.Platform, Standby: needs && !held, Session: held}, true
 }
 
 // MediaFetcher returns a connector's media fetcher, for the media worker's

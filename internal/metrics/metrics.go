@@ -44,6 +44,7 @@ type Metrics struct {
 	outboxRetries      *prometheus.CounterVec
 	outboxDeadLettered *prometheus.CounterVec
 	outboxSendSeconds  *prometheus.HistogramVec
+	outboxOwned        *prometheus.GaugeVec
 
 	mediaStored *prometheus.CounterVec
 	mediaFailed *prometheus.CounterVec
@@ -90,6 +91,11 @@ func New() *Metrics {
 			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 		}, []string{"region", "connector"}),
 
+		outboxOwned: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "parley_outbox_partitions_owned",
+			Help: "Partitions of the region's reply commands this instance owns (sends for).",
+		}, []string{"region"}),
+
 		mediaStored: counter("parley_media_stored_total",
 			"Inbound attachments stored in the object store (media.stored).", "region", "connector"),
 		mediaFailed: counter("parley_media_failed_total",
@@ -106,6 +112,7 @@ func New() *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.eventsPublished, m.eventsDuplicate, m.publishFailures, m.webhookRequests, m.inboundDead,
 		m.outboxSent, m.outboxParts, m.outboxFailed, m.outboxRetries, m.outboxDeadLettered, m.outboxSendSeconds,
+		m.outboxOwned,
 		m.mediaStored, m.mediaFailed, m.connectorState,
 	)
 	return m
@@ -334,4 +341,12 @@ func (o *OutboxObserver) DeadLettered(connector string) {
 		return
 	}
 	o.m.OutboxDeadLettered(o.region, connector)
+}
+
+// Owned records how many partitions this instance owns.
+func (o *OutboxObserver) Owned(n int) {
+	if o == nil || o.m == nil {
+		return
+	}
+	o.m.outboxOwned.WithLabelValues(o.region).Set(float64(n))
 }

@@ -1,0 +1,165 @@
+package outbox
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/parley-gateway/parley/internal/wait"
+	"github.com/parley-gateway/parley/normalize"
+)
+
+// TestOneInstanceOwnsAConnectorsRepliesAndHandsThemOver: two instances on
+// one NATS. One sends at a time; when a second joins, and when the owner
+// stops, the replies move on without a gap, a duplicate or a reordering.
+func TestOneInstanceOwnsAConnectorsRepliesAndHandsThemOver(t *testing.T) {
+	e := newEnv(t)
+	const convs, perConv = 20, 12
+	senders := map[string]*fakeSender{"a": {delay: 5 * time.Millisecond}, "b": {delay: 5 * time.Millisecond}}
+	outboxes := map[string]*Outbox{}
+	stops := map[string]func(){}
+	start := func(name string) {
+		o := e.newOutbox(t, senders[name], func(o *Options) {
+			o.InstanceID = "instance-" + name
+			o.Connectors = func() []string { return []string{testConnector} }
+		})
+		outboxes[name] = o
+		stops[name] = e.start(t, o)
+	}
+	sent := func() int { return len(senders["a"].delivered()) + len(senders["b"].delivered()) }
+
+	ids := make([]normalize.ConversationID, convs)
+	for c := range convs {
+		ids[c] = e.conversation(t, fmt.Sprint(3000+c), normalize.KindDirect, time.Now())
+	}
+	var replyIDs []string
+	for r := range perConv {
+		for c := range convs {
+			id := fmt.Sprintf("own-c%d-r%02d", c, r)
+			replyIDs = append(replyIDs, id)
+			e.submit(t, reply(id, ids[c], fmt.Sprintf("c%d-r%02d", c, r)))
+		}
+	}
+	// Slow enough that the hand-overs happen mid-way.
+	senders["a"].delay, senders["b"].delay = 40*time.Millisecond, 40*time.Millisecond
+
+	start("a")
+	wait.For(t, 20*time.Second, "a third of the replies sent", func() bool { return sent() >= convs*perConv/3 })
+	start("b")
+	wait.For(t, 20*time.Second, "both instances to see each other", func() bool {
+		return len(outboxes["a"].Members()) == 2 && len(outboxes["b"].Members()) == 2
+	})
+	wait.For(t, 20*time.Second, "two thirds of the replies sent", func() bool { return sent() >= 2*convs*perConv/3 })
+	owner := ""
+	wait.For(t, 10*time.Second, "one owner of the connector", func() bool {
+		a, b := len(outboxes["a"].Owned()), len(outboxes["b"].Owned())
+		switch {
+		case a == 1 && b == 0:
+			owner = "a"
+		case a == 0 && b == 1:
+			owner = "b"
+		default:
+			return false
+		}
+		return true
+	})
+	stopped := time.Now()
+	stops[owner]()
+	for _, id := range replyIDs {
+		if ev := e.statuses.wait(t, id, 60*time.Second); ev.Type != normalize.TypeReplySent {
+			t.Errorf("reply %s: %s, want reply.sent", id, ev.Type)
+		}
+	}
+
+	// Every call of both instances in time order: the sender changes at
+	// most twice (when b joined, if the connector became b's, and when the
+	// owner stopped), so the two never sent at the same time.
+	type call struct {
+		sendCall
+		by string
+	}
+	var all []call
+	for name, s := range senders {
+		for _, c := range s.history() {
+			all = append(all, call{c, name})
+		}
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].At.Before(all[j].At) })
+	switches := 0
+	for i := 1; i < len(all); i++ {
+		if all[i].by != all[i-1].by {
+			switches++
+		}
+	}
+	if switches > 2 {
+		t.Errorf("the sending instance changed %d times, want at most 2: both sent at once", switches)
+	}
+	other := map[string]string{"a": "b", "b": "a"}[owner]
+	var first time.Time
+	for _, c := range all {
+		if c.by == other && c.At.After(stopped) {
+			first = c.At
+			break
+		}
+	}
+	if first.IsZero() {
+		t.Fatalf("%s never sent after %s stopped", other, owner)
+	}
+	t.Logf("%s sent its first reply %s after %s stopped", other, first.Sub(stopped).Round(time.Millisecond), owner)
+	if gap := first.Sub(stopped); gap > 5*time.Second {
+		t.Errorf("the hand-over took %s, want a few seconds at most", gap)
+	}
+
+	byConv := map[normalize.ConversationID][]string{}
+	for _, c := range all {
+		if c.Err == nil {
+			byConv[c.Conv] = append(byConv[c.Conv], c.Part)
+		}
+	}
+	for c, conv := range ids {
+		var want []string
+		for r := range perConv {
+			want = append(want, fmt.Sprintf("c%d-r%02d", c, r))
+		}
+		if got := byConv[conv]; !slices.Equal(got, want) {
+			t.Errorf("conversation %d received %v, want %v (in order, once each)", c, got, want)
+		}
+	}
+	e.statuses.check(t)
+}
+
+func TestOwnerOfAConnector(t *testing.T) {
+	members := map[string]presence{
+		"i1": {Instance: "i1", Connectors: []string{"tg"}},
+		"i2": {Instance: "i2", Connectors: []string{"tg", "wa"}, Sessions: []string{"wa"}},
+		"i3": {Instance: "i3", Connectors: []string{"wa"}},
+	}
+	if got := ownerOf(members, "wa"); got != "i2" {
+		t.Errorf("wa (session on i2) owned by %s", got)
+	}
+	if got := ownerOf(members, "tg"); got != "i1" && got != "i2" {
+		t.Errorf("tg owned by %s, which does not run it", got)
+	}
+	if got := ownerOf(members, "gone"); got == "" {
+		t.Error("a connector nobody runs has no owner; its commands would never fail")
+	}
+	// Stable: the same members give the same owner, whatever the order.
+	for range 10 {
+		if ownerOf(members, "tg") != ownerOf(members, "tg") {
+			t.Fatal("ownerOf is not deterministic")
+		}
+	}
+	// Spread: many connectors run everywhere land on every instance.
+	counts := map[string]int{}
+	every := map[string]presence{"i1": {Instance: "i1"}, "i2": {Instance: "i2"}, "i3": {Instance: "i3"}}
+	for i := range 300 {
+		counts[ownerOf(every, fmt.Sprintf("c%d", i))]++
+	}
+	for id, n := range counts {
+		if n < 60 {
+			t.Errorf("%s owns %d of 300 connectors: rendezvous hashing does not spread", id, n)
+		}
+	}
+}
