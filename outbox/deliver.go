@@ -535,6 +535,7 @@ func (d *delivery) retryLater(ctx context.Context, ce *connectors.Error, delay t
 		d.log.Warn("outbox cannot nak a command", "error", err)
 	}
 	o.untrack(d.it)
+	d.requeue(delay)
 	d.log.Debug("retrying later", "attempt", d.tries, "delivery", d.delivery, "retry_in", delay, "class", ce.Class, "error", errMessage(ce))
 }
 
@@ -557,6 +558,7 @@ func (d *delivery) release(delay time.Duration) {
 		d.log.Debug("outbox cannot nak a command; it returns after ack wait", "error", err)
 	}
 	d.o.untrack(d.it)
+	d.requeue(delay)
 }
 
 // succeed reports reply.sent, then acks. fresh is false when an earlier

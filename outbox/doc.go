@@ -4,22 +4,34 @@
 // outcome of every command as exactly one parley.reply.sent or
 // parley.reply.failed event.
 //
+// Ownership: a region's commands are partitioned by connector, each
+// partition with its own durable consumer ("outbox-<connector>", filtered
+// on the connector token, so stored subjects stay the ones helpdesks
+// publish). One instance at a time owns a partition, under the lease
+// "outbox.partition.<connector>" in the leases bucket; instances announce
+// themselves there ("outbox.member.<instance>", with the connectors they
+// run and the sessions they hold), and every instance computes the same
+// assignment: a connector needing a live session goes to its holder, any
+// other by rendezvous hashing to an instance running it. A stopping owner
+// hands over at once; a dead one's lease lapses within the leases bucket's
+// TTL.
+//
 // Invariants:
 //
 //   - Replies of one conversation are sent strictly in the order their
-//     commands were stored (stream sequence). Before sending, a command
-//     checks the stream itself for an earlier command of its conversation:
-//     a work-queue message disappears only once acknowledged or terminated,
-//     so an earlier one still present — waiting out a NakWithDelay, held by
-//     another instance, or left behind by a crash — makes the later one
-//     wait. This holds across restarts and across instances. When the head
-//     of a conversation is handed back with NakWithDelay, a hold
-//     ("hold.<conversation>" = its stream sequence) is recorded in the
-//     outbox bucket for operators; it is removed when that command ends.
-//     Other conversations proceed in parallel, and a conversation waiting on
-//     a rate limit or a retry never stalls them: at most a hundred commands
-//     of one conversation are held in memory, the rest wait in the stream,
-//     so one busy conversation cannot use up the consumer's MaxAckPending.
+//     commands were stored (stream sequence). The owner keeps each
+//     conversation's commands in a queue in memory; the stream is asked
+//     for an earlier command of the conversation (one held by the previous
+//     owner, or handed back with NakWithDelay) once per conversation and
+//     ownership, and again after one of its commands went back to the
+//     stream. Other conversations proceed in parallel.
+//   - One conversation's backlog never stalls another's: past a hundred
+//     commands of one conversation in memory, its later commands are
+//     parked in the outbox bucket, in order, and acknowledged on the
+//     stream, so they do not count against the consumer's MaxAckPending;
+//     they are loaded back as the conversation drains (park.go).
+//   - Every budget of a connector's accounts and conversations is kept by
+//     the connector's one owner, so instances together never exceed it.
 //   - A part is never sent twice because of a retry that Parley could have
 //     known had succeeded: before the send, the part is claimed in the
 //     reply's sent-marker (KV parley_outbox_<r>, key "sent.<reply>") by

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/parley-gateway/parley/connectors"
+	"github.com/parley-gateway/parley/connectors/kit"
 	"github.com/parley-gateway/parley/internal/bus"
 	"github.com/parley-gateway/parley/internal/directory"
 	"github.com/parley-gateway/parley/normalize"
@@ -171,13 +172,15 @@ type Outbox struct {
 	obs  Observer
 	kv   jetstream.KeyValue // parley_outbox_<r>: sent-markers and holds
 
-	leases    jetstream.KeyValue // parley_leases_<r>: members and partition owners
-	leaseTTL  time.Duration
-	assign    *assignment
-	known     chan struct{} // closed once the members are first known
-	knownOnce sync.Once
-	parts     map[string]*partition // by connector token; guarded by mu
-	partsWG   sync.WaitGroup
+	bucketName string             // of kv
+	parkStream jetstream.Stream   // kv's stream, where parked commands are
+	leases     jetstream.KeyValue // parley_leases_<r>: members and partition owners
+	leaseTTL   time.Duration
+	assign     *assignment
+	known      chan struct{} // closed once the members are first known
+	knownOnce  sync.Once
+	parts      map[string]*partition // by connector token; guarded by mu
+	partsWG    sync.WaitGroup
 
 	sem      chan struct{} // bounds SendPart calls in flight
 	pacer    *pacer
@@ -262,19 +265,20 @@ func New(opts Options) (*Outbox, error) {
 		obs = nopObserver{}
 	}
 	o := &Outbox{
-		opts:     opts,
-		log:      opts.Logger.With("region", opts.Region),
-		subj:     opts.Bus.Subjects(),
-		obs:      obs,
-		kv:       opts.Handles.Outbox,
-		leases:   opts.Handles.Leases,
-		leaseTTL: opts.Bus.Options().LeaseTTL,
-		sem:      make(chan struct{}, opts.MaxInFlight),
-		pacer:    newPacer(),
-		maxHeld:  maxHeldPerConversation,
-		claimTTL: claimTTL,
-		limiters: map[string]*rate.Limiter{},
-		unsaved:  map[string]marker{},
+		opts:       opts,
+		log:        opts.Logger.With("region", opts.Region),
+		subj:       opts.Bus.Subjects(),
+		obs:        obs,
+		kv:         opts.Handles.Outbox,
+		leases:     opts.Handles.Leases,
+		bucketName: bus.BucketName(bus.BucketOutbox, opts.Region),
+		leaseTTL:   opts.Bus.Options().LeaseTTL,
+		sem:        make(chan struct{}, opts.MaxInFlight),
+		pacer:      newPacer(),
+		maxHeld:    maxHeldPerConversation,
+		claimTTL:   claimTTL,
+		limiters:   map[string]*rate.Limiter{},
+		unsaved:    map[string]marker{},
 	}
 	return o, nil
 }
@@ -312,7 +316,7 @@ func (o *Outbox) Run(ctx context.Context) error {
 	}()
 
 	o.log.Info("outbox starting", "instance", o.opts.InstanceID)
-	if !o.removeSharedConsumer(ctx) {
+	if !o.setUp(ctx) {
 		o.log.Info("outbox stopped")
 		return nil
 	}
@@ -382,22 +386,34 @@ func (p *partition) dispatch(msg jetstream.Msg) {
 		return
 	}
 	key := queueKey(msg.Subject())
-	q, ok := p.convs[key]
-	if ok && len(q.items) >= o.maxHeld && seq > q.items[len(q.items)-1].seq {
+	if p.shouldPark(key, p.convs[key], seq) {
 		// One busy conversation must not use up MaxAckPending and stall
-		// the others: its tail waits in the stream, where order holds.
-		delete(p.verified, key)
-		_ = msg.NakWithDelay(overflowDelay(md.NumDelivered))
+		// the others; see park.go.
+		p.park(key, seq, msg)
+		p.startQueueLocked(key)
 		return
 	}
-	it := &item{seq: seq, queueKey: key, p: p, msg: msg}
-	p.items[seq] = it
+	p.insertLocked(p.startQueueLocked(key), &item{seq: seq, queueKey: key, p: p, msg: msg})
+}
+
+// startQueueLocked returns the queue of a conversation, starting its
+// worker if it has none.
+func (p *partition) startQueueLocked(key string) *convQueue {
+	q, ok := p.convs[key]
 	if !ok {
 		q = &convQueue{key: key, p: p, notify: make(chan struct{}, 1)}
 		p.convs[key] = q
 		p.wg.Add(1)
 		go p.work(p.ctx, q)
 	}
+	return q
+}
+
+// insertLocked files a command in its queue, in stream order, and wakes
+// the queue's worker.
+func (p *partition) insertLocked(q *convQueue, it *item) {
+	p.items[it.seq] = it
+	seq := it.seq
 	i, _ := slices.BinarySearchFunc(q.items, seq, func(x *item, s uint64) int {
 		switch {
 		case x.seq < s:
@@ -412,13 +428,6 @@ func (p *partition) dispatch(msg jetstream.Msg) {
 	case q.notify <- struct{}{}:
 	default:
 	}
-}
-
-// overflowDelay is how long the tail of a busy conversation stays in the
-// stream before it is offered again; it grows with each offer so a long
-// backlog is not redelivered over and over.
-func overflowDelay(numDelivered uint64) time.Duration {
-	return min(time.Second<<min(max(numDelivered, 1)-1, 6), time.Minute)
 }
 
 // queueKey is the conversation token of a command subject, or the subject
@@ -445,8 +454,16 @@ func (p *partition) work(ctx context.Context, q *convQueue) {
 	o := p.o
 	defer p.wg.Done()
 	for {
+		p.refill(ctx, q)
 		o.mu.Lock()
 		if len(q.items) == 0 {
+			if _, ok := p.parked[q.key]; ok && !p.stopping && ctx.Err() == nil {
+				// Parked commands not loaded yet (being parked, or the bucket
+				// did not answer): try again shortly.
+				o.mu.Unlock()
+				kit.Sleep(ctx, 200*time.Millisecond)
+				continue
+			}
 			delete(p.convs, q.key)
 			o.mu.Unlock()
 			return

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parley-gateway/parley/connectors"
+	"github.com/parley-gateway/parley/internal/bus"
 	"github.com/parley-gateway/parley/internal/wait"
 	"github.com/parley-gateway/parley/normalize"
 )
@@ -162,4 +164,119 @@ func TestOwnerOfAConnector(t *testing.T) {
 			t.Errorf("%s owns %d of 300 connectors: rendezvous hashing does not spread", id, n)
 		}
 	}
+}
+
+// TestADeepBacklogOfOneChatDelaysNoOtherChat: 12,000 replies queued for
+// one chat paced at one message a second, two instances. A reply to
+// another chat of the same account reaches the platform within a second
+// or two, before and after the owner hands the connector over; the
+// backlog waits parked, not in the consumer's MaxAckPending, and keeps its
+// order.
+func TestADeepBacklogOfOneChatDelaysNoOtherChat(t *testing.T) {
+	if testing.Short() {
+		t.Skip("queues 12,000 commands")
+	}
+	e := newEnv(t)
+	const backlog = 12000
+	busy := e.conversation(t, "1", normalize.KindDirect, time.Now())
+	senders := map[string]*fakeSender{}
+	stops := map[string]func(){}
+	outboxes := map[string]*Outbox{}
+	for _, name := range []string{"a", "b"} {
+		s := &fakeSender{}
+		// Telegram's pace for one chat; the account itself is fast.
+		s.policy.Limits = connectors.Limits{Interval: time.Second, PerAccount: 30, Burst: 30}
+		senders[name] = s
+	}
+	start := func(name string) {
+		o := e.newOutbox(t, senders[name], func(o *Options) {
+			o.InstanceID = "instance-" + name
+			o.Connectors = func() []string { return []string{testConnector} }
+		})
+		outboxes[name] = o
+		stops[name] = e.start(t, o)
+	}
+
+	ctx := testContext(t, 2*time.Minute)
+	subject := e.b.Subjects().Command(testRegion, testPlatform, testConnector, string(busy))
+	for i := 0; i < backlog; i += 500 {
+		var msgs []bus.Message
+		for j := i; j < min(i+500, backlog); j++ {
+			id := fmt.Sprintf("deep-%05d", j)
+			msgs = append(msgs, bus.Message{Subject: subject, MsgID: id, Data: mustJSON(t, reply(id, busy, id))})
+		}
+		if _, err := e.b.Publish(ctx, msgs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start("a")
+	start("b")
+	owner := func() string {
+		for name, o := range outboxes {
+			if len(o.Owned()) == 1 {
+				return name
+			}
+		}
+		return ""
+	}
+	wait.For(t, 30*time.Second, "the backlog parked", func() bool {
+		ci, err := e.reg.Commands.Consumer(ctx, PartitionConsumer(testConnector))
+		if err != nil {
+			return false
+		}
+		info, err := ci.Info(ctx)
+		return err == nil && info.NumPending == 0 && info.NumAckPending <= maxHeldPerConversation+10 && owner() != ""
+	})
+
+	other := func(name string) {
+		conv := e.conversation(t, name, normalize.KindDirect, time.Now())
+		submitted := time.Now()
+		e.submit(t, reply(name, conv, name))
+		wait.For(t, 20*time.Second, "the other chat's reply sent", func() bool {
+			for _, s := range senders {
+				for _, c := range s.delivered() {
+					if c.Conv == conv {
+						return true
+					}
+				}
+			}
+			return false
+		})
+		d := time.Since(submitted)
+		t.Logf("%s reached the platform %s after it was submitted, behind %d queued replies of one chat", name, d.Round(time.Millisecond), backlog)
+		if d > 2*time.Second {
+			t.Errorf("%s waited %s behind the backlog of another chat", name, d)
+		}
+	}
+	other("other-1")
+
+	first := owner()
+	stops[first]()
+	next := map[string]string{"a": "b", "b": "a"}[first]
+	wait.For(t, 20*time.Second, "the other instance to own the connector", func() bool { return len(outboxes[next].Owned()) == 1 })
+	other("other-2")
+	wait.For(t, 20*time.Second, "the new owner to send the backlog on", func() bool {
+		for _, c := range senders[next].delivered() {
+			if c.Conv == busy {
+				return true
+			}
+		}
+		return false
+	})
+
+	// The busy chat's replies so far, across both owners, in order and once.
+	var got []string
+	for _, name := range []string{first, next} {
+		for _, c := range senders[name].delivered() {
+			if c.Conv == busy {
+				got = append(got, c.Part)
+			}
+		}
+	}
+	for i, p := range got {
+		if want := fmt.Sprintf("deep-%05d", i); p != want {
+			t.Fatalf("busy chat's reply %d was %s, want %s (in order, once each): %v", i, p, want, got)
+		}
+	}
+	t.Logf("busy chat: %d replies sent in order at its pace", len(got))
 }

@@ -63,6 +63,10 @@ type partition struct {
 	// back to the stream (a retry, a hand-back).
 	verified map[string]struct{}
 	wg       sync.WaitGroup
+
+	parked     map[string]*parkState // conversations with parked commands; see park.go
+	parkQ      []parkJob             // commands waiting to be parked, in order
+	parkNotify chan struct{}
 }
 
 // presence is what an instance announces of itself: the connectors it runs
@@ -433,16 +437,31 @@ func (p *partition) serve(ctx context.Context) error {
 	o.mu.Lock()
 	p.ctx, p.owned, p.stopping = ctx, true, false
 	p.convs, p.items, p.verified = map[string]*convQueue{}, map[uint64]*item{}, map[string]struct{}{}
+	p.parked, p.parkQ, p.parkNotify = map[string]*parkState{}, nil, make(chan struct{}, 1)
 	n := o.ownedLocked()
 	o.mu.Unlock()
 	o.log.Info("outbox owns a connector's replies", "connector", p.token)
 	o.obs.Owned(n)
 
-	p.consume(ctx)
+	parkerDone := make(chan struct{})
+	go p.parker(ctx, parkerDone)
+	for ctx.Err() == nil {
+		// Later commands of a conversation with parked ones must be parked
+		// behind them: know which before the first delivery.
+		err := p.findParked(ctx)
+		if err == nil {
+			p.consume(ctx)
+			break
+		}
+		o.log.Warn("outbox cannot look up parked commands; retrying", "connector", p.token, "error", err)
+		kit.Sleep(ctx, time.Second)
+	}
 
 	o.mu.Lock()
 	p.stopping = true
 	o.mu.Unlock()
+	<-parkerDone
+	p.handBackUnparked()
 	drained := make(chan struct{})
 	go func() {
 		p.wg.Wait()
@@ -534,12 +553,13 @@ func (p *partition) subscribe(ctx context.Context) (jetstream.ConsumeContext, er
 	return cc, nil
 }
 
-// removeSharedConsumer deletes the one consumer of every command that
-// earlier versions shared among instances: on a work-queue stream,
-// consumers' filters must not overlap, so the partitions' consumers cannot
-// be created next to it. Commands it had delivered and not settled go to
-// the partitions' consumers, which deliver from the start of the stream.
-func (o *Outbox) removeSharedConsumer(ctx context.Context) bool {
+// setUp finds the outbox bucket's stream (where parked commands are) and
+// deletes the one consumer of every command that earlier versions shared
+// among instances: on a work-queue stream, consumers' filters must not
+// overlap, so the partitions' consumers cannot be created next to it.
+// Commands it had delivered and not settled go to the partitions'
+// consumers, which deliver from the start of the stream.
+func (o *Outbox) setUp(ctx context.Context) bool {
 	bo := backoff.NewExponentialBackOff(
 		backoff.WithInitialInterval(200*time.Millisecond),
 		backoff.WithMaxInterval(10*time.Second),
@@ -547,7 +567,11 @@ func (o *Outbox) removeSharedConsumer(ctx context.Context) bool {
 	)
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := o.opts.Handles.Commands.DeleteConsumer(cctx, ConsumerName)
+		st, err := o.opts.Bus.JS().Stream(cctx, "KV_"+o.bucketName)
+		if err == nil {
+			o.parkStream = st
+			err = o.opts.Handles.Commands.DeleteConsumer(cctx, ConsumerName)
+		}
 		cancel()
 		if err == nil || errors.Is(err, jetstream.ErrConsumerNotFound) {
 			if err == nil {
