@@ -34,10 +34,31 @@ func (c Class) String() string {
 	return fmt.Sprintf("Class(%d)", int(c))
 }
 
+// Scope is what a platform's retry-after holds back.
+type Scope int
+
+const (
+	// ScopeConversation: only this conversation waits (a per-chat limit).
+	ScopeConversation Scope = iota
+	// ScopeAccount: every send of the account waits (an app, page or
+	// workspace limit).
+	ScopeAccount
+)
+
+func (s Scope) String() string {
+	if s == ScopeAccount {
+		return "account"
+	}
+	return "conversation"
+}
+
 // Error is a classified delivery failure.
 type Error struct {
-	Class        Class
-	RetryAfter   time.Duration       // for ClassRetryAfter
+	Class      Class
+	RetryAfter time.Duration // for ClassRetryAfter
+	// Scope is what RetryAfter holds back: the conversation (the zero
+	// value) or the whole account (Policy's Limits.Account).
+	Scope        Scope
 	Code         normalize.ErrorCode // the reply.failed code if this ends the reply
 	PlatformCode string              // the platform's own code ("429", "403", "131047")
 	Err          error
@@ -64,6 +85,12 @@ func Permanent(code normalize.ErrorCode, platformCode string, err error) error {
 // RetryAfter classifies err as throttling: try again after d.
 func RetryAfter(d time.Duration, platformCode string, err error) error {
 	return &Error{Class: ClassRetryAfter, RetryAfter: d, Code: normalize.ErrRateLimited, PlatformCode: platformCode, Err: err}
+}
+
+// AccountRetryAfter classifies err as throttling of the whole account:
+// no send of the account before d.
+func AccountRetryAfter(d time.Duration, platformCode string, err error) error {
+	return &Error{Class: ClassRetryAfter, RetryAfter: d, Scope: ScopeAccount, Code: normalize.ErrRateLimited, PlatformCode: platformCode, Err: err}
 }
 
 // Transient classifies err as a passing failure (5xx, timeout, network).

@@ -330,6 +330,7 @@ func classifiedFailure(err error, code normalize.ErrorCode) failure {
 func (d *delivery) send(ctx context.Context, tgt Target, addr connectors.Address, limits connectors.Limits, parts []connectors.Part) {
 	o := d.o
 	conv := d.it.queueKey
+	account := "account\x00" + d.connector + "\x00" + limits.Account // a pacer key no conversation token can be
 	gap := limits.Interval
 	lim := o.limiter(d.connector, limits)
 	bo := backoff.NewExponentialBackOff(
@@ -341,7 +342,7 @@ func (d *delivery) send(ctx context.Context, tgt Target, addr connectors.Address
 
 	for i := len(d.marker.PlatformIDs); i < len(parts); i++ {
 		for {
-			if !o.pacer.wait(ctx, conv) {
+			if !o.pacer.wait(ctx, conv) || !o.pacer.wait(ctx, account) {
 				d.handBack()
 				return
 			}
@@ -415,6 +416,10 @@ func (d *delivery) send(ctx context.Context, tgt Target, addr connectors.Address
 					wait = time.Second
 				}
 				o.pacer.notBefore(conv, time.Now().Add(wait))
+				if ce.Scope == connectors.ScopeAccount {
+					// Every conversation of the account waits as long.
+					o.pacer.notBefore(account, time.Now().Add(wait))
+				}
 				if ctx.Err() == nil && waited+wait <= o.opts.InProcessRetry {
 					o.obs.Retried(d.metricLabel(), ce.Class)
 					waited += wait
@@ -510,14 +515,22 @@ func (o *Outbox) backoffDelay(n int) time.Duration {
 // after delay, or dead-letters it when its attempts are used up.
 func (d *delivery) retryLater(ctx context.Context, ce *connectors.Error, delay time.Duration) {
 	o := d.o
-	if d.delivery >= o.opts.MaxAttempts {
-		code := normalize.ErrPlatformError
-		if ce.Class == connectors.ClassRetryAfter {
-			code = normalize.ErrRateLimited
-		}
-		d.fail(ctx, failure{Code: code, PlatformCode: ce.PlatformCode,
+	// A platform's retry-after is pacing, not a failure: it costs the
+	// reply no attempt. RateLimitedFor bounds how long it may go on.
+	throttled := ce.Class == connectors.ClassRetryAfter
+	switch {
+	case throttled && !d.stored.IsZero() && o.sinceStored(d.stored) > o.opts.RateLimitedFor:
+		d.fail(ctx, failure{Code: normalize.ErrRateLimited, PlatformCode: ce.PlatformCode,
+			Message: fmt.Sprintf("%s (still rate limited %s after the reply was stored; gave up after %d tries)",
+				errMessage(ce), o.opts.RateLimitedFor, d.tries)})
+		return
+	case !throttled && d.delivery >= o.opts.MaxAttempts:
+		d.fail(ctx, failure{Code: normalize.ErrPlatformError, PlatformCode: ce.PlatformCode,
 			Message: fmt.Sprintf("%s (gave up after %d tries in %d deliveries)", errMessage(ce), d.tries, d.delivery)})
 		return
+	}
+	if throttled {
+		d.delivery--
 	}
 	o.obs.Retried(d.metricLabel(), ce.Class)
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)

@@ -33,6 +33,7 @@ const (
 	DefaultRetryMax       = 10 * time.Minute
 	DefaultAckWait        = 30 * time.Second
 	DefaultMaxInFlight    = 256
+	DefaultRateLimitedFor = 24 * time.Hour
 	// MaxAckPending bounds the commands one consumer holds at once, waiting
 	// ones included.
 	MaxAckPending = 10000
@@ -145,6 +146,11 @@ type Options struct {
 	// "attempts" that status events and dead letters report (every try of
 	// the reply).
 	MaxAttempts int
+	// RateLimitedFor is how long after its command was stored a reply may
+	// keep meeting the platform's retry-after before it fails with
+	// rate_limited (default 24h). Retry-afters do not count against
+	// MaxAttempts: they are the platform's pacing, not failures.
+	RateLimitedFor time.Duration
 	// InProcessRetry is how long one delivery may spend waiting on
 	// in-process retries before a durable NakWithDelay (default 10s).
 	InProcessRetry time.Duration
@@ -233,6 +239,9 @@ func New(opts Options) (*Outbox, error) {
 	}
 	if opts.MaxAttempts <= 0 {
 		opts.MaxAttempts = DefaultMaxAttempts
+	}
+	if opts.RateLimitedFor <= 0 {
+		opts.RateLimitedFor = DefaultRateLimitedFor
 	}
 	if opts.InProcessRetry <= 0 {
 		opts.InProcessRetry = DefaultInProcessRetry

@@ -255,9 +255,15 @@ func TestExhaustedRetriesAreDeadLettered(t *testing.T) {
 		name     string
 		err      error
 		wantCode normalize.ErrorCode
+		wantMsg  string
 	}{
-		{name: "transient failures end as platform_error", err: connectors.Transient("502", errors.New("bad gateway")), wantCode: normalize.ErrPlatformError},
-		{name: "rate limits end as rate_limited", err: connectors.RetryAfter(20*time.Millisecond, "429", errors.New("slow down")), wantCode: normalize.ErrRateLimited},
+		{name: "transient failures end as platform_error after MaxAttempts", err: connectors.Transient("502", errors.New("bad gateway")),
+			wantCode: normalize.ErrPlatformError, wantMsg: "in 3 deliveries"},
+		// Retry-afters are the platform's pacing and cost no attempt: they
+		// end only when RateLimitedFor has passed, after more tries than
+		// MaxAttempts allows failures.
+		{name: "rate limits end as rate_limited after RateLimitedFor", err: connectors.RetryAfter(20*time.Millisecond, "429", errors.New("slow down")),
+			wantCode: normalize.ErrRateLimited, wantMsg: "still rate limited 1.5s after"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -266,6 +272,7 @@ func TestExhaustedRetriesAreDeadLettered(t *testing.T) {
 			e.runOutbox(t, sender, func(o *Options) {
 				o.MaxAttempts = 3
 				o.InProcessRetry = 50 * time.Millisecond
+				o.RateLimitedFor = 1500 * time.Millisecond
 			})
 			conv := e.conversation(t, "42", normalize.KindDirect, time.Now())
 			e.submit(t, reply("r-x", conv, "hello"))
@@ -275,8 +282,14 @@ func TestExhaustedRetriesAreDeadLettered(t *testing.T) {
 			}
 			re := ev.Data.Reply.Error
 			if re.Code != tt.wantCode || re.Attempts < 3 || ev.Data.Reply.Attempts != re.Attempts ||
-				!strings.Contains(re.Message, "in 3 deliveries") {
-				t.Errorf("error %+v, want %s after 3 deliveries", re, tt.wantCode)
+				!strings.Contains(re.Message, tt.wantMsg) {
+				t.Errorf("error %+v, want %s with %q", re, tt.wantCode, tt.wantMsg)
+			}
+			if tt.wantCode == normalize.ErrRateLimited {
+				m, _, err := getMarker(testContext(t, 5*time.Second), e.reg.Outbox, "r-x")
+				if err != nil || m.Deliveries >= 3 {
+					t.Errorf("marker %+v (%v): retry-afters were counted as failed deliveries", m, err)
+				}
 			}
 			if n := len(sender.history()); n != re.Attempts {
 				t.Errorf("%d send calls, but the status reports %d attempts", n, re.Attempts)

@@ -1,6 +1,7 @@
 package outbox
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -279,4 +280,53 @@ func TestADeepBacklogOfOneChatDelaysNoOtherChat(t *testing.T) {
 		}
 	}
 	t.Logf("busy chat: %d replies sent in order at its pace", len(got))
+}
+
+// TestAnAccountWideRetryAfterHoldsBackTheWholeAccount: a platform that
+// throttles the account (an app or page limit) stops every conversation
+// of it for exactly as long; a per-chat one stops only its chat.
+func TestAnAccountWideRetryAfterHoldsBackTheWholeAccount(t *testing.T) {
+	for _, scope := range []connectors.Scope{connectors.ScopeAccount, connectors.ScopeConversation} {
+		t.Run(fmt.Sprint("scope ", scope), func(t *testing.T) {
+			e := newEnv(t)
+			const hold = 1500 * time.Millisecond
+			sender := &fakeSender{script: func(c sendCall, nth int) error {
+				if c.Part == "first" && nth == 1 {
+					if scope == connectors.ScopeAccount {
+						return connectors.AccountRetryAfter(hold, "613", errors.New("page limit"))
+					}
+					return connectors.RetryAfter(hold, "429", errors.New("chat limit"))
+				}
+				return nil
+			}}
+			e.runOutbox(t, sender, func(o *Options) { o.InProcessRetry = 5 * time.Second })
+			a := e.conversation(t, "1", normalize.KindDirect, time.Now())
+			b := e.conversation(t, "2", normalize.KindDirect, time.Now())
+			e.submit(t, reply("first", a, "first"))
+			wait.For(t, 10*time.Second, "the first send", func() bool { return len(sender.history()) > 0 })
+			throttledAt := sender.history()[0].At
+			e.submit(t, reply("second", b, "second"))
+			e.statuses.wait(t, "first", 20*time.Second)
+			e.statuses.wait(t, "second", 20*time.Second)
+			var firstAt, secondAt time.Time
+			for _, c := range sender.delivered() {
+				switch c.Part {
+				case "first":
+					firstAt = c.At
+				case "second":
+					secondAt = c.At
+				}
+			}
+			if d := firstAt.Sub(throttledAt); d < hold {
+				t.Errorf("the throttled chat was tried again after %s, want %s", d, hold)
+			}
+			waited := secondAt.Sub(throttledAt)
+			if scope == connectors.ScopeAccount && waited < hold {
+				t.Errorf("another chat of the account was sent to %s after an account-wide retry-after of %s", waited, hold)
+			}
+			if scope == connectors.ScopeConversation && secondAt.After(firstAt) {
+				t.Errorf("another chat waited out a per-chat retry-after")
+			}
+		})
+	}
 }
