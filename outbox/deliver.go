@@ -53,6 +53,11 @@ type delivery struct {
 	// and its status and dead letter say why.
 	reused bool
 	label  string // metricLabel, once known
+	// fresh is set on a first delivery, whose marker is not read: it is
+	// assumed not to exist until the claim finds one.
+	fresh bool
+	// statusSent is set once reply.sent was stored with the last marker.
+	statusSent bool
 }
 
 // deliver takes one command to its outcome. It returns with the command
@@ -203,7 +208,20 @@ func (o *Outbox) earlierPending(ctx context.Context, d *delivery) (uint64, error
 // run decides and carries out the outcome of the command.
 func (d *delivery) run(ctx context.Context) {
 	o := d.o
-	m, rev, err := o.loadMarker(ctx, d.replyID)
+	var m marker
+	var rev uint64
+	var err error
+	o.mu.Lock()
+	_, unsaved := o.unsaved[d.replyID]
+	o.mu.Unlock()
+	_, parked := d.msg.(*parkedMsg)
+	if d.numDelivered == 1 && !parked && !unsaved {
+		// A first delivery has no marker, but for a reused reply id: the
+		// claim, a create, finds out without a read first.
+		d.fresh = true
+	} else {
+		m, rev, err = o.loadMarker(ctx, d.replyID)
+	}
 	if err != nil && ctx.Err() != nil {
 		d.handBack()
 		return
@@ -374,7 +392,17 @@ func (d *delivery) send(ctx context.Context, tgt Target, addr connectors.Address
 				d.marker.PlatformIDs = append(d.marker.PlatformIDs, sent.PlatformID)
 				d.record()
 				d.marker.Done = len(d.marker.PlatformIDs) >= len(parts)
-				if !d.saveMarker(ctx, d.ledgerMessages(i, sent.PlatformID)...) {
+				batch := d.ledgerMessages(i, sent.PlatformID)
+				if d.marker.Done {
+					// reply.sent in the same pipelined batch as the marker
+					// that says so: one round trip for both. The command is
+					// acked only once both are stored.
+					if st, err := d.statusMessage(normalize.TypeReplySent, "sent", d.sentStatus()); err == nil && st != nil {
+						batch = append(batch, *st)
+						d.statusSent = true
+					}
+				}
+				if !d.saveMarker(ctx, batch...) {
 					d.log.Warn("outbox cannot record a sent part; retrying later", "part", i)
 					d.release(o.opts.RetryBase)
 					return
@@ -448,6 +476,12 @@ func (d *delivery) send(ctx context.Context, tgt Target, addr connectors.Address
 				return
 			}
 		}
+	}
+	if d.statusSent {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+		defer cancel()
+		d.sent(fctx, true)
+		return
 	}
 	d.succeed(ctx, true)
 }
@@ -580,13 +614,24 @@ func (d *delivery) succeed(ctx context.Context, fresh bool) {
 	o := d.o
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
 	defer cancel()
-	status := &normalize.ReplyStatus{ID: d.replyID, Attempts: d.marker.Attempts, PlatformIDs: d.marker.PlatformIDs}
-	if err := d.publishStatus(fctx, normalize.TypeReplySent, "sent", status); err != nil {
+	if err := d.publishStatus(fctx, normalize.TypeReplySent, "sent", d.sentStatus()); err != nil {
 		d.log.Warn("outbox cannot publish reply.sent; retrying later", "error", err)
 		d.release(o.opts.RetryBase)
 		return
 	}
-	d.settle(fctx, func() error { return d.msg.DoubleAck(fctx) })
+	d.sent(fctx, fresh)
+}
+
+func (d *delivery) sentStatus() *normalize.ReplyStatus {
+	return &normalize.ReplyStatus{ID: d.replyID, Attempts: d.marker.Attempts, PlatformIDs: slices.Clone(d.marker.PlatformIDs)}
+}
+
+// sent acks the command of a reply whose reply.sent is stored. The ack is
+// not waited for: a lost one redelivers the command, whose marker makes
+// that a repeat of reply.sent (dropped by its id) and another ack.
+func (d *delivery) sent(ctx context.Context, fresh bool) {
+	o := d.o
+	d.settle(ctx, d.msg.Ack)
 	if fresh {
 		o.obs.Sent(d.metricLabel(), len(d.marker.PlatformIDs), o.sinceStored(d.stored))
 	}
@@ -677,11 +722,24 @@ func (d *delivery) statusConversation() normalize.ConversationID {
 // publishStatus publishes a reply.sent or reply.failed event. A command
 // with no conversation or connector to speak of cannot have one.
 func (d *delivery) publishStatus(ctx context.Context, typ normalize.Type, outcome string, st *normalize.ReplyStatus) error {
+	m, err := d.statusMessage(typ, outcome, st)
+	if err != nil || m == nil {
+		return err
+	}
+	if _, err := d.o.opts.Bus.Publish(ctx, *m); err != nil {
+		return fmt.Errorf("publishing %s: %w", typ, err)
+	}
+	return nil
+}
+
+// statusMessage is the status event of the command; nil when it has no
+// conversation or connector to speak of.
+func (d *delivery) statusMessage(typ normalize.Type, outcome string, st *normalize.ReplyStatus) (*bus.Message, error) {
 	o := d.o
 	conv := d.statusConversation()
 	if conv == "" || d.platform == "" || d.connector == "" {
 		d.log.Error("reply command names no conversation; its outcome is only in the dead-letter queue", "type", typ)
-		return nil
+		return nil, nil
 	}
 	now := o.opts.Now().UTC()
 	c := &normalize.Conversation{ID: conv}
@@ -703,17 +761,13 @@ func (d *delivery) publishStatus(ctx context.Context, typ normalize.Type, outcom
 	}
 	data, err := normalize.Encode(ev)
 	if err != nil {
-		return fmt.Errorf("encoding status event: %w", err)
+		return nil, fmt.Errorf("encoding status event: %w", err)
 	}
-	_, err = o.opts.Bus.Publish(ctx, bus.Message{
+	return &bus.Message{
 		Subject: o.subj.Event(o.opts.Region, d.platform, d.connector, string(conv), typ.Kind()),
 		MsgID:   string(ev.ID),
 		Data:    data,
-	})
-	if err != nil {
-		return fmt.Errorf("publishing %s: %w", typ, err)
-	}
-	return nil
+	}, nil
 }
 
 // errMessage is the human part of a classified error, without the class.
@@ -829,6 +883,14 @@ func (d *delivery) claim(ctx context.Context, i int) bool {
 		if err != nil {
 			d.log.Warn("outbox cannot read the sent-marker; retrying later", "error", err)
 			d.release(o.opts.RetryBase)
+			return false
+		}
+		if d.fresh {
+			// The reply id has a history after all (an earlier command
+			// with the same id, a replay): deliver again, reading it first.
+			d.fresh = false
+			d.log.Debug("a first delivery found a sent-marker; delivering again with it")
+			d.release(0)
 			return false
 		}
 		d.marker, d.rev = m, rev
