@@ -22,6 +22,11 @@ import (
 	"github.com/parley-gateway/parley/normalize"
 )
 
+// youngCommand is how long after it was stored a command naming a
+// conversation the directory does not know is looked at again rather than
+// failed.
+const youngCommand = 3 * time.Second
+
 // delivery is one attempt at one command, from its turn to its outcome.
 type delivery struct {
 	o   *Outbox
@@ -133,21 +138,24 @@ func fallbackReplyID(body []byte, msg jetstream.Msg, seq uint64) string {
 }
 
 // waitTurn blocks while an earlier command of the same conversation is
-// still in the stream (held by a NakWithDelay, the previous owner of the
-// partition, or not yet redelivered after a crash). The stream is asked
-// once per conversation and ownership, and again only after one of the
-// conversation's commands went back to it; otherwise the queue in memory
-// is the order. It returns false when this command is no longer the head
-// of its queue or the partition is stopping.
+// still in the stream but not in this owner's memory: held by the previous
+// owner of the partition, handed back with NakWithDelay, or not yet
+// redelivered after a crash. The stream is asked once per conversation and
+// ownership, and again only after one of the conversation's commands went
+// back to it; otherwise the queue in memory is the order. It returns false
+// when this command is no longer the head of its queue or the partition is
+// stopping.
 func (o *Outbox) waitTurn(ctx context.Context, q *convQueue, d *delivery) bool {
 	if q.p.isVerified(q.key) {
 		return true
 	}
 	poll := turnPollMin
 	for {
-		earlier, err := o.earlierPending(ctx, d)
+		earlier, complete, err := o.earlierPending(ctx, q.p, d)
 		if err == nil && earlier == 0 {
-			q.p.setVerified(q.key)
+			if complete {
+				q.p.setVerified(q.key)
+			}
 			return true
 		}
 		if err != nil {
@@ -175,34 +183,50 @@ func (o *Outbox) waitTurn(ctx context.Context, q *convQueue, d *delivery) bool {
 	}
 }
 
-// earlierPending returns the stream sequence of an earlier command of d's
-// conversation that is still in the work queue, or 0. Commands this process
-// settled moments ago are skipped: on a cluster their removal trails the
-// ack.
-func (o *Outbox) earlierPending(ctx context.Context, d *delivery) (uint64, error) {
+// earlierPending scans the conversation's commands in the stream, in
+// order, up to the later of d's sequence and the last one delivered before
+// this ownership began. It returns the sequence of one earlier than d that
+// this owner does not hold (d must wait for it), or 0; complete is true
+// when every command up to that bound is held here or settled, so that no
+// command of the previous ownership can still come back between later
+// ones. Commands this process settled moments ago are skipped: on a
+// cluster their removal trails the ack.
+func (o *Outbox) earlierPending(ctx context.Context, p *partition, d *delivery) (uint64, bool, error) {
 	// Any platform and connector token: the conversation id is global.
-	// ">": stored with a partition token, or before partitioning without.
-	filter := d.info.Prefix + "." + bus.ClassCommand + "." + d.info.Region + ".*.*." + d.info.Conversation + ".>"
+	filter := d.info.Prefix + "." + bus.ClassCommand + "." + d.info.Region + ".*.*." + d.info.Conversation + "." + bus.CommandKind
+	o.mu.Lock()
+	bound := max(p.delivered, d.seq-1)
+	o.mu.Unlock()
+	complete := true
 	start := uint64(1)
-	for range 64 {
+	for range 4 * maxHeldPerConversation {
 		gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		m, err := o.opts.Handles.Commands.GetMsg(gctx, start, jetstream.WithGetMsgSubject(filter))
 		cancel()
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return 0, nil
+			return 0, complete, nil
 		}
 		if err != nil {
-			return 0, fmt.Errorf("looking up earlier commands: %w", err)
+			return 0, false, fmt.Errorf("looking up earlier commands: %w", err)
 		}
-		if m.Sequence >= d.seq {
-			return 0, nil
-		}
-		if !o.recentlySettled(m.Sequence) {
-			return m.Sequence, nil
+		if m.Sequence > bound {
+			return 0, complete, nil
 		}
 		start = m.Sequence + 1
+		if m.Sequence == d.seq || o.recentlySettled(m.Sequence) || p.holds(m.Sequence) {
+			continue
+		}
+		if m.Sequence < d.seq {
+			return m.Sequence, false, nil
+		}
+		// Later than d but from the previous ownership: d may go, the
+		// next command must look again.
+		complete = false
 	}
-	return 0, errors.New("looking up earlier commands: too many settled commands still in the stream")
+	if start <= d.seq {
+		return 0, false, errors.New("looking up earlier commands: too many held by other instances")
+	}
+	return 0, false, nil
 }
 
 // run decides and carries out the outcome of the command.
@@ -265,6 +289,12 @@ func (d *delivery) run(ctx context.Context) {
 	entry, _, err := o.opts.Directory.Get(gctx, r.ConversationID)
 	cancel()
 	switch {
+	case errors.Is(err, directory.ErrUnknown) && o.sinceStored(d.stored) < youngCommand:
+		// Published right after the conversation's first event, whose
+		// directory write may land a moment later: look again shortly,
+		// without counting an attempt.
+		d.release(250 * time.Millisecond)
+		return
 	case errors.Is(err, directory.ErrUnknown):
 		d.fail(ctx, failure{Code: normalize.ErrUnknownConversation, Message: "conversation " + string(r.ConversationID) + " is not in the directory"})
 		return
@@ -842,7 +872,10 @@ func (d *delivery) claim(ctx context.Context, i int) bool {
 	for range 3 {
 		now := time.Now()
 		if c := d.marker.Claim; c != nil && c.Part == i && c.Owner != o.opts.InstanceID {
-			if c.live(now, o.claimTTL) {
+			// A claim lapses after claimTTL, or as soon as its owner has
+			// left the region's members: a dead instance's presence expires
+			// with its leases, so a takeover does not wait out the claim.
+			if c.live(now, o.claimTTL) && o.isMember(c.Owner) {
 				d.log.Debug("another instance is sending this part", "part", i, "owner", c.Owner)
 				d.release(min(o.claimTTL-now.Sub(c.At), turnPollMax))
 				return false

@@ -42,7 +42,8 @@
 //     ledger's records), and every delivery starts by skipping the parts
 //     the marker lists. The one window left: an instance that dies after
 //     the platform accepted a part and before recording it leaves a claim
-//     that lapses after claimTTL (the longest send and its bookkeeping,
+//     that lapses when its presence among the region's instances expires
+//     (the leases' TTL), at the latest after claimTTL (the longest send and its bookkeeping,
 //     75s); the part is then sent again. Shutdown never closes NATS under
 //     a send in flight (internal/app waits for the outbox).
 //   - The status event is published (and acknowledged by JetStream) before

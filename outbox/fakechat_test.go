@@ -93,9 +93,16 @@ func TestFakechatEndToEnd(t *testing.T) {
 		if ev.Type != normalize.TypeReplySent || len(ev.Data.Reply.PlatformIDs) != 1 {
 			t.Fatalf("reply %s: %s %+v, want reply.sent with one message id", id, ev.Type, ev.Data.Reply)
 		}
-		// The ledger knows the message, as the connector will ask for it.
-		got, err := e.ledger.For(connID, platform).Sent(ctx, ev.Data.Reply.PlatformIDs[0])
-		if err != nil || got.ReplyID != id || got.Part != 0 || got.ConversationID != ev.Subject {
+		// The ledger knows the message, as the connector will ask for it:
+		// stored in the same pipelined batch as reply.sent, so at most a
+		// moment after it is visible.
+		var got connectors.SentMessage
+		var err error
+		ok := wait.Poll(testContext(t, 2*time.Second), func() bool {
+			got, err = e.ledger.For(connID, platform).Sent(ctx, ev.Data.Reply.PlatformIDs[0])
+			return err == nil
+		})
+		if !ok || got.ReplyID != id || got.Part != 0 || got.ConversationID != ev.Subject {
 			t.Errorf("ledger for %s = %+v, %v", ev.Data.Reply.PlatformIDs[0], got, err)
 		}
 	}

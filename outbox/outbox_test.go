@@ -2,6 +2,7 @@ package outbox
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -964,8 +965,28 @@ func TestMetricLabelsNameOnlyConnectorsThatRunHere(t *testing.T) {
 func TestAPartClaimedByAnotherInstanceIsNotSentUntilTheClaimLapses(t *testing.T) {
 	e := newEnv(t)
 	sender := &fakeSender{}
-	o := e.newOutbox(t, sender, func(o *Options) { o.InstanceID = "me" })
+	o := e.newOutbox(t, sender, func(o *Options) {
+		o.InstanceID = "me"
+		o.Connectors = func() []string { return []string{testConnector} }
+	})
 	o.claimTTL = 2 * time.Second
+	// The claiming instance is alive: a member of the region's outbox.
+	presenceJSON := mustJSON(t, presence{Instance: "another-instance"})
+	if _, err := e.reg.Leases.Put(testContext(t, 5*time.Second), memberKeyPrefix+"another-instance", presenceJSON); err != nil {
+		t.Fatal(err)
+	}
+	stopPresence := make(chan struct{})
+	defer close(stopPresence)
+	go func() { // renewed, as a live instance does
+		for {
+			select {
+			case <-stopPresence:
+				return
+			case <-time.After(time.Second):
+				_, _ = e.reg.Leases.Put(context.Background(), memberKeyPrefix+"another-instance", presenceJSON)
+			}
+		}
+	}()
 	conv := e.conversation(t, "1", normalize.KindDirect, time.Now())
 	claimed := time.Now().UTC()
 	b := mustJSON(t, marker{Claim: &claim{Part: 0, Owner: "another-instance", At: claimed}})
@@ -987,6 +1008,29 @@ func TestAPartClaimedByAnotherInstanceIsNotSentUntilTheClaimLapses(t *testing.T)
 	}
 	if ev.Data.Reply.Attempts != 1 {
 		t.Errorf("%d attempts, want 1: waiting for another instance's claim is not an attempt", ev.Data.Reply.Attempts)
+	}
+}
+
+// TestAClaimOfAnInstanceThatLeftLapsesAtOnce: the claim of an instance
+// no longer among the region's members (it died; its presence expired
+// with its leases) does not hold the part back for the claim's TTL.
+func TestAClaimOfAnInstanceThatLeftLapsesAtOnce(t *testing.T) {
+	e := newEnv(t)
+	sender := &fakeSender{}
+	o := e.newOutbox(t, sender, func(o *Options) { o.InstanceID = "me" })
+	o.claimTTL = time.Hour
+	conv := e.conversation(t, "1", normalize.KindDirect, time.Now())
+	b := mustJSON(t, marker{Claim: &claim{Part: 0, Owner: "a-dead-instance", At: time.Now().UTC()}})
+	if _, err := e.reg.Outbox.Create(testContext(t, 5*time.Second), markerKey("r-orphan"), b); err != nil {
+		t.Fatal(err)
+	}
+	e.start(t, o)
+	e.submit(t, reply("r-orphan", conv, "sent again"))
+	if ev := e.statuses.wait(t, "r-orphan", 10*time.Second); ev.Type != normalize.TypeReplySent {
+		t.Fatalf("status %s, want reply.sent", ev.Type)
+	}
+	if n := len(sender.history()); n != 1 {
+		t.Errorf("%d send calls, want 1", n)
 	}
 }
 

@@ -62,7 +62,12 @@ type partition struct {
 	// per conversation and ownership, again after one of its commands went
 	// back to the stream (a retry, a hand-back).
 	verified map[string]struct{}
-	wg       sync.WaitGroup
+	// delivered is the last stream sequence the consumer had delivered
+	// when this ownership began: commands up to it may be held by the
+	// previous owner, or handed back; later ones come to this owner, in
+	// order. 0 until the consumer answered.
+	delivered uint64
+	wg        sync.WaitGroup
 
 	parked     map[string]*parkState // conversations with parked commands; see park.go
 	parkQ      []parkJob             // commands waiting to be parked, in order
@@ -438,6 +443,7 @@ func (p *partition) serve(ctx context.Context) error {
 	p.ctx, p.owned, p.stopping = ctx, true, false
 	p.convs, p.items, p.verified = map[string]*convQueue{}, map[uint64]*item{}, map[string]struct{}{}
 	p.parked, p.parkQ, p.parkNotify = map[string]*parkState{}, nil, make(chan struct{}, 1)
+	p.delivered = 0
 	n := o.ownedLocked()
 	o.mu.Unlock()
 	o.log.Info("outbox owns a connector's replies", "connector", p.token)
@@ -535,6 +541,11 @@ func (p *partition) subscribe(ctx context.Context) (jetstream.ConsumeContext, er
 	if err != nil {
 		return nil, fmt.Errorf("creating consumer %s: %w", p.name, err)
 	}
+	o.mu.Lock()
+	if p.delivered == 0 {
+		p.delivered = max(cons.CachedInfo().Delivered.Stream, 1)
+	}
+	o.mu.Unlock()
 	cc, err := cons.Consume(p.dispatch,
 		jetstream.PullMaxMessages(500),
 		jetstream.PullExpiry(pullExpiry),
@@ -612,12 +623,32 @@ func (o *Outbox) Owned() []string {
 	return ts
 }
 
+// isMember reports whether an instance is among the region's live outbox
+// instances, as far as this one knows (true when it knows none).
+func (o *Outbox) isMember(instance string) bool {
+	if o.assign == nil {
+		return true
+	}
+	o.assign.mu.Lock()
+	defer o.assign.mu.Unlock()
+	_, ok := o.assign.members[instance]
+	return ok
+}
+
 // Members lists the region's outbox instances as this one sees them.
 func (o *Outbox) Members() []string {
 	if o.assign == nil {
 		return nil
 	}
 	return o.assign.instances()
+}
+
+// holds reports whether the partition holds the command at seq in memory.
+func (p *partition) holds(seq uint64) bool {
+	p.o.mu.Lock()
+	defer p.o.mu.Unlock()
+	_, ok := p.items[seq]
+	return ok
 }
 
 func (p *partition) isVerified(conv string) bool {

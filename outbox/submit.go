@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
+	"github.com/parley-gateway/parley/connectors/kit"
 	"github.com/parley-gateway/parley/internal/bus"
 	"github.com/parley-gateway/parley/internal/directory"
 	"github.com/parley-gateway/parley/normalize"
@@ -20,6 +22,10 @@ type unknownConversation struct{}
 
 func (unknownConversation) Error() string { return "unknown conversation" }
 func (unknownConversation) Unwrap() error { return directory.ErrUnknown }
+
+// unknownRecheck bounds the re-reads of a conversation the directory does
+// not know yet: 25+50+…+400 ms, under a second in all.
+const unknownRecheck = 400 * time.Millisecond
 
 // SubmitResult says where a submitted command was stored.
 type SubmitResult struct {
@@ -41,6 +47,16 @@ func Submit(ctx context.Context, b *bus.Bus, dir *directory.Store, r *normalize.
 		return SubmitResult{}, err
 	}
 	e, _, err := dir.Get(ctx, r.ConversationID)
+	// A helpdesk answers as soon as it sees an event; the event's directory
+	// write is stored in the same batch but may land a moment later (or be
+	// retried after a conflict), so an unknown conversation is read again
+	// for a short while before it is called unknown.
+	for wait := 25 * time.Millisecond; errors.Is(err, directory.ErrUnknown) && wait <= unknownRecheck; wait *= 2 {
+		if !kit.Sleep(ctx, wait) {
+			break
+		}
+		e, _, err = dir.Get(ctx, r.ConversationID)
+	}
 	if errors.Is(err, directory.ErrUnknown) {
 		return SubmitResult{}, fmt.Errorf("conversation %s: %w", r.ConversationID, ErrUnknownConversation)
 	}

@@ -49,6 +49,16 @@ func AcquireLease(ctx context.Context, kv jetstream.KeyValue, key, owner string,
 	sent := time.Now()
 	rev, err := kv.Create(ctx, key, []byte(owner))
 	if errors.Is(err, jetstream.ErrKeyExists) {
+		// Still written in this owner's name: a lease this owner lost (its
+		// renewal failed while NATS was unreachable) and gave up. Nobody
+		// else can hold it while the key says so, so it is taken back at
+		// its revision instead of waited out.
+		if e, gerr := kv.Get(ctx, key); gerr == nil && string(e.Value()) == owner {
+			sent = time.Now()
+			if rev, err = kv.Update(ctx, key, []byte(owner), e.Revision()); err == nil {
+				return &Lease{kv: kv, key: key, owner: owner, ttl: ttl, rev: rev, renewed: sent}, nil
+			}
+		}
 		return nil, fmt.Errorf("%w: %s", ErrLeaseHeld, key)
 	}
 	if err != nil {

@@ -180,6 +180,29 @@ func TestRunWithLeaseTakesOverFromAHolderThatStoppedRenewing(t *testing.T) {
 	t.Logf("took over after %s (bucket TTL 1s)", d)
 }
 
+// TestAcquireLeaseTakesBackALeaseStillInItsOwnName: an owner whose
+// renewal failed (NATS was unreachable) gave the lease up while the key
+// still names it; taking it back does not wait for the TTL, and nobody
+// else can take it meanwhile.
+func TestAcquireLeaseTakesBackALeaseStillInItsOwnName(t *testing.T) {
+	b := bustest.Start(t, func(o *bus.Options) { o.LeaseTTL = time.Hour })
+	r := bustest.ProvisionRegion(t, b, "eu")
+	ctx := boundedCtx(t, 5*time.Second)
+	if _, err := bus.AcquireLease(ctx, r.Leases, "k", "me", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bus.AcquireLease(ctx, r.Leases, "k", "someone-else", time.Hour); !errors.Is(err, bus.ErrLeaseHeld) {
+		t.Fatalf("another owner: %v, want ErrLeaseHeld", err)
+	}
+	l, err := bus.AcquireLease(ctx, r.Leases, "k", "me", time.Hour)
+	if err != nil {
+		t.Fatalf("the same owner again: %v", err)
+	}
+	if err := l.Renew(ctx); err != nil {
+		t.Errorf("renewing the lease taken back: %v", err)
+	}
+}
+
 func TestRunWithLeaseStopsAHolderThatCannotRenew(t *testing.T) {
 	url, _, _ := bustest.StartServer(t)
 	open := func() *bus.Bus {
