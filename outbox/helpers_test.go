@@ -40,7 +40,12 @@ type env struct {
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	b := bustest.Start(t)
+	return newEnvOn(t, bustest.Start(t))
+}
+
+// newEnvOn is newEnv on a given bus (a cluster's, say).
+func newEnvOn(t testing.TB, b *bus.Bus) *env {
+	t.Helper()
 	reg := bustest.ProvisionRegion(t, b, testRegion)
 	dir := directory.New(reg.Directory, testRegion)
 	e := &env{b: b, reg: reg, dir: dir, ledger: ledger.New(b, reg.Ledger, testRegion, dir), statuses: newStatusLog()}

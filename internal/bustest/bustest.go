@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -132,4 +133,118 @@ func StartServer(t testing.TB) (url string, stop func(), restart func()) {
 		}
 	}
 	return url, stop, restart
+}
+
+// Cluster is a JetStream cluster of NATS servers on 127.0.0.1, all in this
+// process, for tests of what a clustered deployment must survive.
+type Cluster struct {
+	t       testing.TB
+	mu      sync.Mutex
+	servers []*server.Server
+	// URL lists every server, as a client's server list.
+	URL string
+}
+
+// StartCluster runs n clustered JetStream servers (each with its own store
+// in a t.TempDir()), waits until they form a cluster with a meta leader,
+// and shuts them down when the test ends.
+func StartCluster(t testing.TB, n int) *Cluster {
+	t.Helper()
+	free := func() int {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("bustest: free port: %v", err)
+		}
+		defer l.Close()
+		return l.Addr().(*net.TCPAddr).Port
+	}
+	clientPorts, routePorts := make([]int, n), make([]int, n)
+	for i := range n {
+		clientPorts[i], routePorts[i] = free(), free()
+	}
+	c := &Cluster{t: t}
+	var urls []string
+	for i := range n {
+		var routes []string
+		for j := range n {
+			if j != i {
+				routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", routePorts[j]))
+			}
+		}
+		opts := &server.Options{
+			ServerName: fmt.Sprintf("n%d", i+1),
+			Host:       "127.0.0.1",
+			Port:       clientPorts[i],
+			JetStream:  true,
+			StoreDir:   t.TempDir(),
+			NoLog:      true,
+			NoSigs:     true,
+			Cluster:    server.ClusterOpts{Name: "bustest", Host: "127.0.0.1", Port: routePorts[i]},
+			Routes:     server.RoutesFromStr(strings.Join(routes, ",")),
+		}
+		s, err := server.NewServer(opts)
+		if err != nil {
+			t.Fatalf("bustest: new nats server: %v", err)
+		}
+		go s.Start()
+		c.servers = append(c.servers, s)
+		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", clientPorts[i]))
+	}
+	t.Cleanup(func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, s := range c.servers {
+			if s != nil {
+				s.Shutdown()
+				s.WaitForShutdown()
+			}
+		}
+	})
+	for _, s := range c.servers {
+		if !s.ReadyForConnections(readyTimeout) {
+			t.Fatalf("bustest: cluster server not ready after %s", readyTimeout)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ok := true
+		for _, s := range c.servers {
+			if !s.JetStreamIsCurrent() || s.JetStreamIsClustered() && !s.JetStreamEnabled() {
+				ok = false
+			}
+		}
+		if ok && c.hasMetaLeader() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bustest: the cluster elected no JetStream meta leader within 30s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.URL = strings.Join(urls, ",")
+	return c
+}
+
+func (c *Cluster) hasMetaLeader() bool {
+	for _, s := range c.servers {
+		if s != nil && s.JetStreamIsLeader() {
+			return true
+		}
+	}
+	return false
+}
+
+// Kill shuts down the server named name ("n1" …), as a crash would.
+func (c *Cluster) Kill(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, s := range c.servers {
+		if s != nil && s.Name() == name {
+			s.Shutdown()
+			s.WaitForShutdown()
+			c.servers[i] = nil
+			return
+		}
+	}
+	c.t.Fatalf("bustest: no running server %q", name)
 }
