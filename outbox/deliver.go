@@ -418,6 +418,7 @@ func (d *delivery) send(ctx context.Context, tgt Target, addr connectors.Address
 				o.pacer.notBefore(conv, time.Now().Add(gap))
 			}
 
+			o.obs.Send(d.metricLabel(), limits.Account, sendOutcome(err))
 			if err == nil {
 				d.marker.PlatformIDs = append(d.marker.PlatformIDs, sent.PlatformID)
 				d.record()
@@ -514,6 +515,20 @@ func (d *delivery) send(ctx context.Context, tgt Target, addr connectors.Address
 		return
 	}
 	d.succeed(ctx, true)
+}
+
+// sendOutcome names the outcome of one SendPart call for metrics.
+func sendOutcome(err error) string {
+	if err == nil {
+		return "sent"
+	}
+	switch connectors.Classify(err).Class {
+	case connectors.ClassRetryAfter:
+		return "rate_limited"
+	case connectors.ClassPermanent:
+		return "failed"
+	}
+	return "retry"
 }
 
 // ledgerMessages records part i, sent as platformID, in the reply ledger.

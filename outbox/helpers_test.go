@@ -443,7 +443,9 @@ func (r *recorder) Retried(_ string, class connectors.Class) {
 	r.poke()
 }
 
-func (r *recorder) Owned(int) {}
+func (r *recorder) Owned(int)                          {}
+func (r *recorder) Send(string, string, string)        {}
+func (r *recorder) Backlog(string, int, time.Duration) {}
 
 func (r *recorder) DeadLettered(string) {
 	r.mu.Lock()

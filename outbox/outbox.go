@@ -116,6 +116,14 @@ type Observer interface {
 	DeadLettered(connector string)
 	// Owned: this instance now owns n of the region's partitions.
 	Owned(n int)
+	// Send: one SendPart call for an account of a connector ended with
+	// outcome: "sent", "rate_limited" (a retry-after), "retry" (transient)
+	// or "failed" (permanent).
+	Send(connector, account, outcome string)
+	// Backlog: a connector's commands waiting (in the stream, held or
+	// parked) and the age of the oldest, as its owner sees them; 0, 0 when
+	// this instance stops owning it.
+	Backlog(connector string, waiting int, oldest time.Duration)
 }
 
 // Options configure an Outbox.
@@ -593,6 +601,8 @@ func (nopObserver) Failed(string, normalize.ErrorCode) {}
 func (nopObserver) Retried(string, connectors.Class)   {}
 func (nopObserver) DeadLettered(string)                {}
 func (nopObserver) Owned(int)                          {}
+func (nopObserver) Send(string, string, string)        {}
+func (nopObserver) Backlog(string, int, time.Duration) {}
 
 // settledRing is how many recently settled stream sequences are remembered.
 const settledRing = 4096

@@ -922,6 +922,8 @@ type labelObserver struct {
 
 func (l *labelObserver) add(c string)                           { l.mu.Lock(); l.labels[c] = true; l.mu.Unlock() }
 func (l *labelObserver) Owned(int)                              {}
+func (l *labelObserver) Send(c, _, _ string)                    { l.add(c) }
+func (l *labelObserver) Backlog(string, int, time.Duration)     {}
 func (l *labelObserver) Sent(c string, _ int, _ time.Duration)  { l.add(c) }
 func (l *labelObserver) Failed(c string, _ normalize.ErrorCode) { l.add(c) }
 func (l *labelObserver) Retried(c string, _ connectors.Class)   { l.add(c) }

@@ -451,6 +451,8 @@ func (p *partition) serve(ctx context.Context) error {
 
 	parkerDone := make(chan struct{})
 	go p.parker(ctx, parkerDone)
+	gaugeDone := make(chan struct{})
+	go p.reportBacklog(ctx, gaugeDone)
 	for ctx.Err() == nil {
 		// Later commands of a conversation with parked ones must be parked
 		// behind them: know which before the first delivery.
@@ -467,6 +469,8 @@ func (p *partition) serve(ctx context.Context) error {
 	p.stopping = true
 	o.mu.Unlock()
 	<-parkerDone
+	<-gaugeDone
+	o.obs.Backlog(p.token, 0, 0)
 	p.handBackUnparked()
 	drained := make(chan struct{})
 	go func() {
@@ -562,6 +566,54 @@ func (p *partition) subscribe(ctx context.Context) (jetstream.ConsumeContext, er
 		return nil, fmt.Errorf("consuming %s: %w", p.name, err)
 	}
 	return cc, nil
+}
+
+// backlogEvery paces the owner's report of a partition's backlog.
+const backlogEvery = 10 * time.Second
+
+// reportBacklog tells the observer, while the partition is owned, how many
+// of its commands wait and how old the oldest is: one look at the consumer
+// and one at the stream's first command of the connector per report.
+func (p *partition) reportBacklog(ctx context.Context, done chan<- struct{}) {
+	defer close(done)
+	o := p.o
+	t := time.NewTicker(backlogEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, ok := o.opts.Lookup(p.token); !ok {
+			// Not a connector of this instance: its commands fail, and a
+			// gauge per made-up connector name would be a series each.
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		cons, err := o.opts.Handles.Commands.Consumer(rctx, p.name)
+		var waiting int
+		if err == nil {
+			var info *jetstream.ConsumerInfo
+			if info, err = cons.Info(rctx); err == nil {
+				waiting = int(info.NumPending) + info.NumAckPending
+			}
+		}
+		var oldest time.Duration
+		if first, gerr := o.opts.Handles.Commands.GetMsg(rctx, 1, jetstream.WithGetMsgSubject(p.filter)); gerr == nil {
+			oldest = max(time.Since(first.Time), 0)
+		}
+		cancel()
+		if err != nil {
+			continue
+		}
+		o.mu.Lock()
+		for _, st := range p.parked {
+			waiting += st.pending
+		}
+		o.mu.Unlock()
+		o.obs.Backlog(p.token, waiting, oldest)
+	}
 }
 
 // setUp finds the outbox bucket's stream (where parked commands are) and

@@ -45,6 +45,9 @@ type Metrics struct {
 	outboxDeadLettered *prometheus.CounterVec
 	outboxSendSeconds  *prometheus.HistogramVec
 	outboxOwned        *prometheus.GaugeVec
+	outboxSends        *prometheus.CounterVec
+	outboxBacklog      *prometheus.GaugeVec
+	outboxOldest       *prometheus.GaugeVec
 
 	mediaStored *prometheus.CounterVec
 	mediaFailed *prometheus.CounterVec
@@ -96,6 +99,17 @@ func New() *Metrics {
 			Help: "Partitions of the region's reply commands this instance owns (sends for).",
 		}, []string{"region"}),
 
+		outboxSends: counter("parley_outbox_sends_total",
+			"Platform send calls by account and outcome (sent, rate_limited, retry, failed).", "region", "connector", "account", "outcome"),
+		outboxBacklog: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "parley_outbox_backlog",
+			Help: "Reply commands of a connector waiting to be sent (in the stream, held or parked), reported by the instance owning the connector; 0 elsewhere.",
+		}, []string{"region", "connector"}),
+		outboxOldest: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "parley_outbox_oldest_seconds",
+			Help: "Age of the oldest reply command of a connector still in the stream, reported by its owner; 0 elsewhere.",
+		}, []string{"region", "connector"}),
+
 		mediaStored: counter("parley_media_stored_total",
 			"Inbound attachments stored in the object store (media.stored).", "region", "connector"),
 		mediaFailed: counter("parley_media_failed_total",
@@ -112,7 +126,7 @@ func New() *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.eventsPublished, m.eventsDuplicate, m.publishFailures, m.webhookRequests, m.inboundDead,
 		m.outboxSent, m.outboxParts, m.outboxFailed, m.outboxRetries, m.outboxDeadLettered, m.outboxSendSeconds,
-		m.outboxOwned,
+		m.outboxOwned, m.outboxSends, m.outboxBacklog, m.outboxOldest,
 		m.mediaStored, m.mediaFailed, m.connectorState,
 	)
 	return m
@@ -341,6 +355,23 @@ func (o *OutboxObserver) DeadLettered(connector string) {
 		return
 	}
 	o.m.OutboxDeadLettered(o.region, connector)
+}
+
+// Send records one platform send call of an account.
+func (o *OutboxObserver) Send(connector, account, outcome string) {
+	if o == nil || o.m == nil {
+		return
+	}
+	o.m.outboxSends.WithLabelValues(o.region, connector, account, outcome).Inc()
+}
+
+// Backlog records a connector's waiting commands and the oldest's age.
+func (o *OutboxObserver) Backlog(connector string, waiting int, oldest time.Duration) {
+	if o == nil || o.m == nil {
+		return
+	}
+	o.m.outboxBacklog.WithLabelValues(o.region, connector).Set(float64(waiting))
+	o.m.outboxOldest.WithLabelValues(o.region, connector).Set(oldest.Seconds())
 }
 
 // Owned records how many partitions this instance owns.

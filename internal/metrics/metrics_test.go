@@ -85,6 +85,10 @@ func TestMetricsExposition(t *testing.T) {
 				o.Failed("tg-eu", normalize.ErrWindowClosed)
 				o.Retried("tg-eu", connectors.ClassRetryAfter)
 				o.DeadLettered("tg-eu")
+				o.Owned(2)
+				o.Send("fb", "page-1", "sent")
+				o.Send("fb", "page-1", "rate_limited")
+				o.Backlog("fb", 12000, 90*time.Second)
 			},
 			want: []string{
 				`parley_outbox_sent_total{connector="tg-eu",region="eu"} 1`,
@@ -93,6 +97,11 @@ func TestMetricsExposition(t *testing.T) {
 				`parley_outbox_retries_total{class="retry_after",connector="tg-eu",region="eu"} 1`,
 				`parley_outbox_dead_lettered_total{connector="tg-eu",region="eu"} 1`,
 				`parley_outbox_send_seconds_count{connector="tg-eu",region="eu"} 1`,
+				`parley_outbox_partitions_owned{region="eu"} 2`,
+				`parley_outbox_sends_total{account="page-1",connector="fb",outcome="sent",region="eu"} 1`,
+				`parley_outbox_sends_total{account="page-1",connector="fb",outcome="rate_limited",region="eu"} 1`,
+				`parley_outbox_backlog{connector="fb",region="eu"} 12000`,
+				`parley_outbox_oldest_seconds{connector="fb",region="eu"} 90`,
 			},
 		},
 		{
