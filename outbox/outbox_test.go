@@ -368,7 +368,7 @@ func TestACrashAfterSendingNeverSendsAPartTwice(t *testing.T) {
 			e.submit(t, reply("r-crash", conv, tt.text))
 			select {
 			case <-crashed:
-			case <-time.After(10 * time.Second):
+			case <-time.After(30 * time.Second):
 				t.Fatal("the first outbox never sent")
 			}
 			stopFirst()
@@ -1066,7 +1066,7 @@ func TestAnInstanceThatStopsLeavesNoClaimBehind(t *testing.T) {
 	stopFirst := e.start(t, first)
 	conv := e.conversation(t, "1", normalize.KindDirect, time.Now())
 	e.submit(t, reply("r-stop", conv, "later"))
-	wait.For(t, 10*time.Second, "two failed tries", func() bool { return len(sender.history()) >= 2 })
+	wait.For(t, 30*time.Second, "two failed tries", func() bool { return len(sender.history()) >= 2 })
 	stopFirst()
 
 	m, _, err := getMarker(testContext(t, 5*time.Second), e.reg.Outbox, "r-stop")

@@ -388,9 +388,9 @@ func (o *Outbox) runPartition(ctx context.Context, p *partition) {
 	case <-o.known:
 	case <-ctx.Done():
 		return
-	case <-time.After(o.leaseTTL):
-		// No view of the members (NATS trouble): go by this instance's;
-		// the lease still keeps the partition to one owner.
+	case <-time.After(min(o.leaseTTL, 3*time.Second)):
+		// No view of the members yet (NATS trouble): go by this
+		// instance's; the lease still keeps the partition to one owner.
 	}
 	for ctx.Err() == nil {
 		mine, changed := o.assign.mine(p.token)

@@ -141,7 +141,7 @@ func cleanEnv(extra ...string) []string {
 
 // startProc starts bin with args in dir (the test's cwd when empty) with
 // env (cleanEnv() when nil). The child is killed when the test ends.
-func startProc(t *testing.T, bin, dir string, env []string, args ...string) *proc {
+func startProc(t testing.TB, bin, dir string, env []string, args ...string) *proc {
 	t.Helper()
 	if env == nil {
 		env = cleanEnv()
@@ -220,7 +220,7 @@ func stopWith(t *testing.T, p *proc, sig syscall.Signal, what string) {
 	}
 }
 
-func writeFile(t *testing.T, path, body string) string {
+func writeFile(t testing.TB, path, body string) string {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
@@ -229,7 +229,7 @@ func writeFile(t *testing.T, path, body string) string {
 }
 
 // waitReadyProc waits until p, a `parley serve`, answers /readyz with 200.
-func waitReadyProc(t *testing.T, base string, p *proc) {
+func waitReadyProc(t testing.TB, base string, p *proc) {
 	t.Helper()
 	err := waitCond(30*time.Second, func() bool { return !p.running() || readyzStatus(base) == http.StatusOK })
 	if !p.running() {

@@ -24,7 +24,7 @@ import (
 )
 
 // buildParley builds the real binary once per test run.
-func buildParley(t *testing.T) string {
+func buildParley(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "parley")
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
@@ -211,7 +211,7 @@ connectors:
 	}
 }
 
-func mustFreeAddr(t *testing.T) string {
+func mustFreeAddr(t testing.TB) string {
 	t.Helper()
 	a, err := freeAddr()
 	if err != nil {
