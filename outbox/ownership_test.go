@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -328,5 +329,82 @@ func TestAnAccountWideRetryAfterHoldsBackTheWholeAccount(t *testing.T) {
 				t.Errorf("another chat waited out a per-chat retry-after")
 			}
 		})
+	}
+}
+
+// TestLimitsHoldAcrossInstances: two instances share one account's budget
+// (20 messages a second, bursts of 5) without asking each other, because
+// one of them owns the connector: together they never send faster.
+func TestLimitsHoldAcrossInstances(t *testing.T) {
+	e := newEnv(t)
+	senders := []*fakeSender{{}, {}}
+	for i, s := range senders {
+		s.policy.Limits = connectors.Limits{PerAccount: 20, Burst: 5}
+		e.runOutbox(t, s, func(o *Options) {
+			o.InstanceID = fmt.Sprint("limits-", i)
+			o.Connectors = func() []string { return []string{testConnector} }
+		})
+	}
+	const n = 60
+	for i := range n {
+		conv := e.conversation(t, fmt.Sprint(8000+i), normalize.KindDirect, time.Now())
+		e.submit(t, reply(fmt.Sprint("lim-", i), conv, "hi"))
+	}
+	for i := range n {
+		e.statuses.wait(t, fmt.Sprint("lim-", i), 30*time.Second)
+	}
+	var at []time.Time
+	for _, s := range senders {
+		for _, c := range s.delivered() {
+			at = append(at, c.At)
+		}
+	}
+	slices.SortFunc(at, func(a, b time.Time) int { return a.Compare(b) })
+	// In any window of one second, at most the rate plus the burst.
+	for i := range at {
+		j := i
+		for j < len(at) && at[j].Sub(at[i]) < time.Second {
+			j++
+		}
+		if j-i > 25 {
+			t.Fatalf("%d sends within one second from %s, want at most 25 (20/s, burst 5)", j-i, at[i].Format(time.StampMilli))
+		}
+	}
+	if d := at[len(at)-1].Sub(at[0]); d < 2500*time.Millisecond {
+		t.Errorf("%d sends took %s, want ≥ 2.5 s at 20/s after a burst of 5", n, d)
+	}
+}
+
+// TestASessionHolderOwnsItsConnectorsReplies: a connector whose sends need
+// its live session is owned by the instance holding the session, and the
+// ownership follows the session when it moves.
+func TestASessionHolderOwnsItsConnectorsReplies(t *testing.T) {
+	e := newEnv(t)
+	var holder atomic.Value
+	holder.Store("b")
+	outboxes := map[string]*Outbox{}
+	for _, name := range []string{"a", "b"} {
+		s := &fakeSender{}
+		o := e.newOutbox(t, s, func(o *Options) {
+			o.InstanceID = name
+			o.Connectors = func() []string { return []string{testConnector} }
+			o.Lookup = func(id string) (Target, bool) {
+				mine := holder.Load() == name
+				return Target{Sender: s, Platform: testPlatform, Session: mine, Standby: !mine}, id == testConnector
+			}
+		})
+		outboxes[name] = o
+		e.start(t, o)
+	}
+	owns := func(name string) func() bool {
+		return func() bool { return len(outboxes[name].Owned()) == 1 && len(outboxes[map[string]string{"a": "b", "b": "a"}[name]].Owned()) == 0 }
+	}
+	wait.For(t, 20*time.Second, "b, the session holder, to own the connector", owns("b"))
+	holder.Store("a")
+	wait.For(t, 20*time.Second, "the ownership to follow the session to a", owns("a"))
+	conv := e.conversation(t, "1", normalize.KindDirect, time.Now())
+	e.submit(t, reply("r-session", conv, "via the device"))
+	if ev := e.statuses.wait(t, "r-session", 20*time.Second); ev.Type != normalize.TypeReplySent {
+		t.Fatalf("status %s, want reply.sent", ev.Type)
 	}
 }
