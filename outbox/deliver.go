@@ -185,8 +185,9 @@ func (o *Outbox) waitTurn(ctx context.Context, q *convQueue, d *delivery) bool {
 
 // earlierPending scans the conversation's commands in the stream, in
 // order, up to the later of d's sequence and the last one delivered before
-// this ownership began. It returns the sequence of one earlier than d that
-// this owner does not hold (d must wait for it), or 0; complete is true
+// this ownership began. It returns the sequence of one earlier than d
+// still in the stream (d must wait for it, or give way to it once it is
+// queued here), or 0; complete is true
 // when every command up to that bound is held here or settled, so that no
 // command of the previous ownership can still come back between later
 // ones. Commands this process settled moments ago are skipped: on a
@@ -213,11 +214,16 @@ func (o *Outbox) earlierPending(ctx context.Context, p *partition, d *delivery) 
 			return 0, complete, nil
 		}
 		start = m.Sequence + 1
-		if m.Sequence == d.seq || o.recentlySettled(m.Sequence) || p.holds(m.Sequence) {
+		if m.Sequence == d.seq || o.recentlySettled(m.Sequence) {
 			continue
 		}
 		if m.Sequence < d.seq {
+			// Elsewhere, or arrived here meanwhile and queued ahead of d:
+			// either way d is not next.
 			return m.Sequence, false, nil
+		}
+		if p.holds(m.Sequence) {
+			continue
 		}
 		// Later than d but from the previous ownership: d may go, the
 		// next command must look again.

@@ -397,7 +397,9 @@ func TestASessionHolderOwnsItsConnectorsReplies(t *testing.T) {
 		e.start(t, o)
 	}
 	owns := func(name string) func() bool {
-		return func() bool { return len(outboxes[name].Owned()) == 1 && len(outboxes[map[string]string{"a": "b", "b": "a"}[name]].Owned()) == 0 }
+		return func() bool {
+			return len(outboxes[name].Owned()) == 1 && len(outboxes[map[string]string{"a": "b", "b": "a"}[name]].Owned()) == 0
+		}
 	}
 	wait.For(t, 20*time.Second, "b, the session holder, to own the connector", owns("b"))
 	holder.Store("a")

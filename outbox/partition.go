@@ -532,6 +532,12 @@ func (p *partition) subscribe(ctx context.Context) (jetstream.ConsumeContext, er
 	o := p.o
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	o.mu.Lock()
+	first := p.delivered == 0
+	o.mu.Unlock()
+	if first {
+		p.reclaim(cctx)
+	}
 	cons, err := o.opts.Handles.Commands.CreateOrUpdateConsumer(cctx, jetstream.ConsumerConfig{
 		Durable:       p.name,
 		Description:   fmt.Sprintf("Parley outbox: reply commands of connector %s in region %s", p.token, o.opts.Region),
@@ -614,6 +620,32 @@ func (p *partition) reportBacklog(ctx context.Context, done chan<- struct{}) {
 		o.mu.Unlock()
 		o.obs.Backlog(p.token, waiting, oldest)
 	}
+}
+
+// reclaim makes the commands the previous owner held come back at once:
+// when the consumer still counts deliveries nobody settled (the previous
+// owner died, or handed them back moments ago), it is deleted, and created
+// again it delivers every command left in the stream from the first, in
+// order. Otherwise they would come back only after the ack wait. Nothing is
+// lost: a work queue keeps every command until it is acknowledged, and a
+// late ack of the previous owner then fails, so its command is delivered
+// again and its marker makes that a repeat of the outcome.
+func (p *partition) reclaim(ctx context.Context) {
+	o := p.o
+	cons, err := o.opts.Handles.Commands.Consumer(ctx, p.name)
+	if err != nil {
+		return // none yet, or NATS trouble: the create below says which
+	}
+	info, err := cons.Info(ctx)
+	if err != nil || info.NumAckPending == 0 {
+		return
+	}
+	if err := o.opts.Handles.Commands.DeleteConsumer(ctx, p.name); err != nil {
+		o.log.Warn("outbox cannot reclaim commands held by the previous owner; they return after the ack wait",
+			"connector", p.token, "error", err)
+		return
+	}
+	o.log.Info("outbox reclaimed commands held by the previous owner", "connector", p.token, "held", info.NumAckPending)
 }
 
 // setUp finds the outbox bucket's stream (where parked commands are) and
