@@ -18,8 +18,8 @@ import (
 	"github.com/parley-gateway/parley/internal/bustest"
 )
 
-// TestOutboxSurvivesTheOwnerKilledUnderLoad: three `parley serve`
-// processes on one NATS server; the instance sending the connector's
+// TestOutboxSurvivesTheOwnerKilledUnderLoad: two, then three, `parley
+// serve` processes on one NATS server; the instance sending the connector's
 // replies is killed with SIGKILL mid-way. Every reply is still sent, in
 // order per conversation, with at most the parts that were in flight at
 // the kill sent twice, and each ends in exactly one reply.sent; another
@@ -29,6 +29,12 @@ func TestOutboxSurvivesTheOwnerKilledUnderLoad(t *testing.T) {
 		t.Skip("builds and runs the binary")
 	}
 	bin := buildParley(t)
+	for _, n := range []int{2, 3} {
+		t.Run(fmt.Sprint(n, " instances"), func(t *testing.T) { ownerKilledUnderLoad(t, bin, n) })
+	}
+}
+
+func ownerKilledUnderLoad(t *testing.T, bin string, n int) {
 	natsURL, _, _ := bustest.StartServer(t)
 	const token = "7272:FAILOVER-SECRET"
 	sim, err := telegramsim.NewServer(telegramsim.Options{
@@ -67,7 +73,10 @@ connectors:
 `, filepath.Join(dir, "data-"+name), natsURL, addr, tokenFile, sim.URL))
 		return &instance{name: name, base: "http://" + addr, p: startProc(t, bin, dir, nil, "serve", "--config", cfg)}
 	}
-	instances := []*instance{start("a"), start("b"), start("c")}
+	var instances []*instance
+	for i := range n {
+		instances = append(instances, start(string(rune('a'+i))))
+	}
 	for _, in := range instances {
 		waitReadyProc(t, in.base, in.p)
 	}
