@@ -175,6 +175,10 @@ func (o *Outbox) waitTurn(ctx context.Context, q *convQueue, d *delivery) bool {
 					t.Stop()
 					return false
 				}
+			case <-q.recheck:
+				t.Stop()
+				poll = turnPollMin / 2 // the next wait starts short again
+				break wait
 			case <-t.C:
 				break wait
 			}
@@ -750,6 +754,7 @@ func (d *delivery) settle(ctx context.Context, end func() error) {
 	}
 	d.o.markSettled(d.seq)
 	d.o.untrack(d.it)
+	d.o.settledIn(d.it.p, d.it.queueKey)
 }
 
 // statusConversation is the conversation the command's status belongs to:

@@ -376,6 +376,10 @@ type convQueue struct {
 	p      *partition
 	items  []*item       // ascending seq
 	notify chan struct{} // a command arrived (cap 1)
+	// recheck: a command of the same conversation was settled in another
+	// partition (its subject named another connector), so one waiting for
+	// it looks at the stream again at once (cap 1).
+	recheck chan struct{}
 }
 
 // dispatch runs on the consumer's goroutine: it only files the command
@@ -418,7 +422,7 @@ func (p *partition) dispatch(msg jetstream.Msg) {
 func (p *partition) startQueueLocked(key string) *convQueue {
 	q, ok := p.convs[key]
 	if !ok {
-		q = &convQueue{key: key, p: p, notify: make(chan struct{}, 1)}
+		q = &convQueue{key: key, p: p, notify: make(chan struct{}, 1), recheck: make(chan struct{}, 1)}
 		p.convs[key] = q
 		p.wg.Add(1)
 		go p.work(p.ctx, q)
@@ -455,6 +459,24 @@ func queueKey(subject string) string {
 		return "subject:" + subject
 	}
 	return info.Conversation
+}
+
+// settledIn tells the other partitions' queues of a conversation that one
+// of its commands was settled, so any waiting for it looks again.
+func (o *Outbox) settledIn(p *partition, conv string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, other := range o.parts {
+		if other == p {
+			continue
+		}
+		if q, ok := other.convs[conv]; ok {
+			select {
+			case q.recheck <- struct{}{}:
+			default:
+			}
+		}
+	}
 }
 
 // untrack forgets a command once its outcome is settled.
