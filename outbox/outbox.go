@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"slices"
 	"strconv"
@@ -172,8 +173,8 @@ type Options struct {
 	// MaxInFlight bounds the SendPart calls in flight across all
 	// conversations (default 256).
 	MaxInFlight int
-	// InstanceID names this process in the claims of parts it sends
-	// (default hostname-pid).
+	// InstanceID names this instance in the claims of parts it sends and
+	// in its leases; unique per Outbox (default hostname-pid-random).
 	InstanceID string
 }
 
@@ -274,8 +275,10 @@ func New(opts Options) (*Outbox, error) {
 		opts.MaxInFlight = DefaultMaxInFlight
 	}
 	if opts.InstanceID == "" {
+		// Unique per Outbox, not only per process: leases and claims in its
+		// name are its own.
 		host, _ := os.Hostname()
-		opts.InstanceID = host + "-" + strconv.Itoa(os.Getpid())
+		opts.InstanceID = host + "-" + strconv.Itoa(os.Getpid()) + "-" + strconv.FormatUint(rand.Uint64()&0xffffff, 36)
 	}
 	obs := opts.Observer
 	if obs == nil {

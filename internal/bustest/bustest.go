@@ -213,11 +213,11 @@ func StartCluster(t testing.TB, n int) *Cluster {
 				ok = false
 			}
 		}
-		if ok && c.hasMetaLeader() {
+		if ok && c.onlinePeers() == n {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("bustest: the cluster elected no JetStream meta leader within 30s")
+			t.Fatalf("bustest: the cluster's JetStream meta leader did not see all %d peers online within 30s", n)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -225,13 +225,16 @@ func StartCluster(t testing.TB, n int) *Cluster {
 	return c
 }
 
-func (c *Cluster) hasMetaLeader() bool {
+// onlinePeers is how many peers the meta leader sees online with
+// JetStream and current statistics (0 without a leader): until all are,
+// placing an R3 stream can fail with "peer offline".
+func (c *Cluster) onlinePeers() int {
 	for _, s := range c.servers {
 		if s != nil && s.JetStreamIsLeader() {
-			return true
+			return len(s.JetStreamClusterPeers())
 		}
 	}
-	return false
+	return 0
 }
 
 // Kill shuts down the server named name ("n1" …), as a crash would.
