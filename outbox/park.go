@@ -72,18 +72,24 @@ func (p *partition) shouldPark(key string, q *convQueue, seq uint64) bool {
 
 // park queues msg for parking, under o.mu.
 func (p *partition) park(key string, seq uint64, msg jetstream.Msg) {
-	st, ok := p.parked[key]
-	if !ok {
-		st = &parkState{}
-		p.parked[key] = st
-	}
-	st.last = max(st.last, seq)
-	st.pending++
+	p.countParkedLocked(key, seq)
 	p.parkQ = append(p.parkQ, parkJob{key: key, seq: seq, msg: msg})
 	select {
 	case p.parkNotify <- struct{}{}:
 	default:
 	}
+}
+
+// countParkedLocked counts one more parked command of a conversation, at
+// stream sequence seq.
+func (p *partition) countParkedLocked(conv string, seq uint64) {
+	st, ok := p.parked[conv]
+	if !ok {
+		st = &parkState{}
+		p.parked[conv] = st
+	}
+	st.last = max(st.last, seq)
+	st.pending++
 }
 
 type parkJob struct {
@@ -185,13 +191,7 @@ func (p *partition) findParked(ctx context.Context) error {
 		if !ok || err != nil || n == 0 {
 			continue
 		}
-		st, ok := p.parked[conv]
-		if !ok {
-			st = &parkState{}
-			p.parked[conv] = st
-		}
-		st.last = max(st.last, seq)
-		st.pending++
+		p.countParkedLocked(conv, seq)
 	}
 	for conv := range p.parked {
 		p.startQueueLocked(conv)

@@ -219,36 +219,13 @@ connectors:
 	}
 	defer sub.Unsubscribe()
 
-	if busy {
-		group := convs[fmt.Sprint(benchGroup)]
-		var futures []jetstream.PubAckFuture
-		for i := range benchGroupBacklog {
-			id := fmt.Sprintf("g-%04d", i)
-			body := fmt.Sprintf(`{"id":%q,"conversation_id":%q,"text":"group %04d"}`, id, group, i)
-			f, err := js.PublishAsync("parley.cmd.eu.telegram.tg-bench."+group+".send", []byte(body), jetstream.WithMsgID(id))
-			if err != nil {
-				b.Fatal(err)
-			}
-			futures = append(futures, f)
-		}
-		for _, f := range futures {
-			select {
-			case <-f.Ok():
-			case err := <-f.Err():
-				b.Fatalf("publishing a group reply: %v", err)
-			}
-		}
-	}
-
-	b.ResetTimer()
-	start := time.Now()
-	for r := range perChat {
-		var futures []jetstream.PubAckFuture
-		for c := range chats {
-			conv := convs[fmt.Sprint(100000+c)]
-			id := fmt.Sprintf("b-%05d-%d", c, r)
-			body := fmt.Sprintf(`{"id":%q,"conversation_id":%q,"text":"bench %05d %d"}`, id, conv, c, r)
-			f, err := js.PublishAsync("parley.cmd.eu.telegram.tg-bench."+conv+".send", []byte(body), jetstream.WithMsgID(id))
+	// publish stores replies as a helpdesk on NATS would, pipelined.
+	type cmd struct{ id, conv, text string }
+	publish := func(cmds []cmd) {
+		futures := make([]jetstream.PubAckFuture, 0, len(cmds))
+		for _, c := range cmds {
+			body := fmt.Sprintf(`{"id":%q,"conversation_id":%q,"text":%q}`, c.id, c.conv, c.text)
+			f, err := js.PublishAsync("parley.cmd.eu.telegram.tg-bench."+c.conv+".send", []byte(body), jetstream.WithMsgID(c.id))
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -263,6 +240,23 @@ connectors:
 				b.Fatal("publishing replies timed out")
 			}
 		}
+	}
+	if busy {
+		var cmds []cmd
+		for i := range benchGroupBacklog {
+			cmds = append(cmds, cmd{fmt.Sprintf("g-%04d", i), convs[fmt.Sprint(benchGroup)], fmt.Sprintf("group %04d", i)})
+		}
+		publish(cmds)
+	}
+
+	b.ResetTimer()
+	start := time.Now()
+	for r := range perChat {
+		cmds := make([]cmd, 0, chats)
+		for c := range chats {
+			cmds = append(cmds, cmd{fmt.Sprintf("b-%05d-%d", c, r), convs[fmt.Sprint(100000+c)], fmt.Sprintf("bench %05d %d", c, r)})
+		}
+		publish(cmds)
 	}
 	select {
 	case <-done:
