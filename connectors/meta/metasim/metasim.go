@@ -4,7 +4,9 @@
 // the 24-hour window (7 days with the HUMAN_AGENT tag), blocked customers,
 // text limits, per-account rate limiting, and Meta's error bodies for each
 // refusal ({"error":{"message","type","code","error_subcode","fbtrace_id"}}).
-// Signed webhook pushes are the next part of it.
+// It also pushes signed webhooks (batched entries, retried until a 200,
+// forged ones), echoes of what it accepted, and makes the subscription
+// handshake.
 package metasim
 
 import (
@@ -50,6 +52,12 @@ type Options struct {
 	RateLimit *simkit.Limit
 	// Now is the clock of windows and limits; default time.Now.
 	Now func() time.Time
+	// Echoes pushes the echo of every accepted message, as Meta does.
+	Echoes bool
+	// Retries is the push retry schedule; nil means DefaultRetries.
+	Retries []time.Duration
+	// PushClient delivers pushes; nil: the pusher's own.
+	PushClient *http.Client
 }
 
 // Sent is one message the simulator accepted.
@@ -70,6 +78,7 @@ type Server struct {
 	limiter *simkit.Limiter
 	srv     *http.Server
 	ln      net.Listener
+	pusher  *simkit.Pusher
 
 	mu       sync.Mutex
 	tokens   map[string]string    // account → token
@@ -100,6 +109,7 @@ func NewServer(opts Options) (*Server, error) {
 	for _, a := range opts.Accounts {
 		s.tokens[a.ID] = a.Token
 	}
+	s.pusher = s.newPusher()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("metasim: listening: %w", err)
@@ -113,6 +123,7 @@ func NewServer(opts Options) (*Server, error) {
 
 // Close stops the server.
 func (s *Server) Close() error {
+	s.pusher.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return s.srv.Shutdown(ctx)
@@ -201,13 +212,14 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		graphError(w, http.StatusBadRequest, ge.Code, ge.Subcode, "OAuthException", ge.Message)
 		return
 	}
-	s.mu.Lock()
-	s.next++
-	mid := fmt.Sprintf("m_sim%06d", s.next)
+	mid := s.mid()
 	if req.Message != nil {
-		s.sent = append(s.sent, Sent{Account: account, Recipient: req.Recipient.ID, MID: mid, Request: req, Time: s.now()})
+		sent := Sent{Account: account, Recipient: req.Recipient.ID, MID: mid, Request: req, Time: s.now()}
+		s.mu.Lock()
+		s.sent = append(s.sent, sent)
+		s.mu.Unlock()
+		s.echo(account, sent)
 	}
-	s.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
 	res := map[string]string{"recipient_id": req.Recipient.ID}
 	if req.Message != nil {
