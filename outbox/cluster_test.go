@@ -1,6 +1,7 @@
 package outbox
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"testing"
@@ -31,11 +32,22 @@ func TestTheOutboxRidesOutTheLossOfTheStreamLeader(t *testing.T) {
 	for i := range convs {
 		ids[i] = e.conversation(t, fmt.Sprint(7000+i), normalize.KindDirect, time.Now())
 	}
+	// submit stores replies as a helpdesk does: a reply that cannot be
+	// stored during the election is submitted again with the same id.
 	submit := func(from, to int) {
 		for r := from; r < to; r++ {
 			for i := range convs {
 				id := fmt.Sprintf("cl-c%02d-r%02d", i, r)
-				e.submit(t, reply(id, ids[i], id))
+				var err error
+				ok := wait.Poll(testContext(t, 60*time.Second), func() bool {
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					defer cancel()
+					_, err = Submit(ctx, e.b, e.dir, reply(id, ids[i], id))
+					return err == nil
+				})
+				if !ok {
+					t.Fatalf("submitting %s: %v", id, err)
+				}
 			}
 		}
 	}
