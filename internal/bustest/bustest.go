@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/parley-gateway/parley/internal/bus"
 )
@@ -222,7 +224,40 @@ func StartCluster(t testing.TB, n int) *Cluster {
 		time.Sleep(100 * time.Millisecond)
 	}
 	c.URL = strings.Join(urls, ",")
+	c.warmUp(n)
 	return c
+}
+
+// warmUp places a stream with n replicas until the cluster accepts it: the
+// meta leader may still refuse placement ("peer offline") for a moment
+// after it first saw every peer.
+func (c *Cluster) warmUp(n int) {
+	t := c.t
+	nc, err := nats.Connect(c.URL)
+	if err != nil {
+		t.Fatalf("bustest: connecting to the cluster: %v", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "BUSTEST_WARMUP", Subjects: []string{"bustest.warmup"}, Replicas: n})
+		if err == nil {
+			err = js.DeleteStream(ctx, "BUSTEST_WARMUP")
+		}
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bustest: the cluster does not place an R%d stream within 30s: %v", n, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // onlinePeers is how many peers the meta leader sees online with
