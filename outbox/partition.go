@@ -67,6 +67,7 @@ type partition struct {
 	// previous owner, or handed back; later ones come to this owner, in
 	// order. 0 until the consumer answered.
 	delivered uint64
+	cons      jetstream.Consumer // the consumer as last created; nil before
 	wg        sync.WaitGroup
 
 	parked     map[string]*parkState // conversations with parked commands; see park.go
@@ -443,7 +444,7 @@ func (p *partition) serve(ctx context.Context) error {
 	p.ctx, p.owned, p.stopping = ctx, true, false
 	p.convs, p.items, p.verified = map[string]*convQueue{}, map[uint64]*item{}, map[string]struct{}{}
 	p.parked, p.parkQ, p.parkNotify = map[string]*parkState{}, nil, make(chan struct{}, 1)
-	p.delivered = 0
+	p.delivered, p.cons = 0, nil
 	n := o.ownedLocked()
 	o.mu.Unlock()
 	o.log.Info("outbox owns a connector's replies", "connector", p.token)
@@ -555,6 +556,7 @@ func (p *partition) subscribe(ctx context.Context) (jetstream.ConsumeContext, er
 	if p.delivered == 0 {
 		p.delivered = max(cons.CachedInfo().Delivered.Stream, 1)
 	}
+	p.cons = cons
 	o.mu.Unlock()
 	cc, err := cons.Consume(p.dispatch,
 		jetstream.PullMaxMessages(500),
@@ -578,8 +580,8 @@ func (p *partition) subscribe(ctx context.Context) (jetstream.ConsumeContext, er
 const backlogEvery = 10 * time.Second
 
 // reportBacklog tells the observer, while the partition is owned, how many
-// of its commands wait and how old the oldest is: one look at the consumer
-// and one at the stream's first command of the connector per report.
+// of its commands wait and how old the oldest is: one consumer info and
+// one direct get of the connector's first command per report.
 func (p *partition) reportBacklog(ctx context.Context, done chan<- struct{}) {
 	defer close(done)
 	o := p.o
@@ -596,14 +598,17 @@ func (p *partition) reportBacklog(ctx context.Context, done chan<- struct{}) {
 			// gauge per made-up connector name would be a series each.
 			continue
 		}
+		o.mu.Lock()
+		cons := p.cons
+		o.mu.Unlock()
+		if cons == nil {
+			continue
+		}
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		cons, err := o.opts.Handles.Commands.Consumer(rctx, p.name)
 		var waiting int
+		info, err := cons.Info(rctx)
 		if err == nil {
-			var info *jetstream.ConsumerInfo
-			if info, err = cons.Info(rctx); err == nil {
-				waiting = int(info.NumPending) + info.NumAckPending
-			}
+			waiting = int(info.NumPending) + info.NumAckPending
 		}
 		var oldest time.Duration
 		if first, gerr := o.opts.Handles.Commands.GetMsg(rctx, 1, jetstream.WithGetMsgSubject(p.filter)); gerr == nil {
